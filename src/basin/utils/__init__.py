@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic file writes, checkpoints, devices, seeding, run records."""
