@@ -15,10 +15,13 @@ Jacobian relies on that) and lets an iterate never leave the non-negative orthan
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from basin.models.layer_stack import LayerStack
 
 OUTPUT_ACTIVATIONS = ("relu", "clamp", "sigmoid", "linear")
 
@@ -152,6 +155,20 @@ class AttractorNet(nn.Module):
         """Stage 0 reconstructs images (the network's output activation); inner stages
         reconstruct ReLU activations, so their outputs are ReLU."""
         return self.output_activation if k == 0 else "relu"
+
+    def autoencoder_stack(self) -> LayerStack:
+        """G as a LayerStack over flat inputs (shares this module's parameters)."""
+        from basin.models.layer_stack import LayerStack
+
+        layers = [*self.encoder, *self.decoder]
+        return LayerStack(layers, ["relu"] * (len(layers) - 1) + [self.output_activation])
+
+    def stage_stack(self, k: int) -> LayerStack:
+        """Pretraining stage ``k`` as a single-hidden-layer autoencoder LayerStack."""
+        from basin.models.layer_stack import LayerStack
+
+        enc, dec = self.stage_layers(k)
+        return LayerStack([enc, dec], ["relu", self.stage_output_activation(k)])
 
     def stage_input(self, x: Tensor, k: int) -> Tensor:
         """The activations that stage ``k`` learns to reconstruct (x itself for k = 0)."""
