@@ -1,0 +1,259 @@
+"""Where dataset files come from, and proof that they are the right files.
+
+Each file (a path relative to the mirror root, e.g. ``mnist/train-images-idx3-ubyte``) is
+looked for, in this order, in
+
+1. the read-only *mirror* folder: the ``mirror`` argument, else ``$BASIN_DATA_MIRROR``;
+2. the local *cache*: the ``cache_dir`` argument, else ``$BASIN_HOME/data`` (``BASIN_HOME``
+   defaults to ``~/.cache/basin``), laid out like the mirror;
+3. the official URL, only when downloading is asked for (``download=True`` or
+   ``basin data fetch``); the download lands in the cache.
+
+In the mirror and the cache a file may be stored as ``name`` or ``name.gz``. Every file is
+verified against the sha256 of its uncompressed content (:mod:`basin.data.checksums`) before
+use; a passing result is memoised per (path, size, mtime) so a process hashes a file once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from basin.data.checksums import SHA256
+from basin.data.errors import DatasetError
+from basin.utils.io import atomic_path
+
+MIRROR_ENV = "BASIN_DATA_MIRROR"
+HOME_ENV = "BASIN_HOME"
+
+_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+_NOTMNIST_URL = ("https://raw.githubusercontent.com/davidflanagan/notMNIST-to-MNIST/"
+                 "17823f4d4a3acd8317c07866702d2eb2ac79c7a0/")
+_OMNIGLOT_URL = ("https://raw.githubusercontent.com/brendenlake/omniglot/"
+                 "057f034baf2ecb8530bc5710e5a23584d2a519cc/python/")
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where the official copy of a file lives: a URL, optionally a member of a tarball."""
+
+    url: str
+    member: str | None = None  # path inside the (gzipped) tarball at ``url``
+
+    @property
+    def gzipped(self) -> bool:
+        return self.member is None and self.url.endswith(".gz")
+
+
+def _idx_remotes(folder: str, base: str, stems: Iterable[str]) -> dict[str, Remote]:
+    return {f"{folder}/{s}": Remote(f"{base}{s}.gz") for s in stems}
+
+
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+REMOTES: dict[str, Remote] = {
+    **_idx_remotes("mnist", _MNIST_URL, _IDX),
+    **_idx_remotes("fashion-mnist", _FASHION_URL, _IDX),
+    **_idx_remotes("notmnist", _NOTMNIST_URL, _IDX[2:]),
+    **{f"cifar-10-batches-bin/{b}": Remote(_CIFAR_URL, f"cifar-10-batches-bin/{b}")
+       for b in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]},
+    "omniglot/images_background_small1.zip": Remote(f"{_OMNIGLOT_URL}images_background_small1.zip"),
+    "omniglot/images_background_small2.zip": Remote(f"{_OMNIGLOT_URL}images_background_small2.zip"),
+    # the one-shot runs sit one folder deeper in the Omniglot repository
+    "omniglot/all_runs.zip": Remote(f"{_OMNIGLOT_URL}one-shot-classification/all_runs.zip"),
+}
+"""Relative file path -> its official source."""
+
+
+def resolve_mirror(mirror: str | os.PathLike[str] | None) -> Path | None:
+    """The mirror folder to use (argument, else ``$BASIN_DATA_MIRROR``), or None for none."""
+    origin = "mirror"
+    if mirror is None or str(mirror) == "":
+        mirror = os.environ.get(MIRROR_ENV) or None
+        origin = f"${MIRROR_ENV}"
+    if mirror is None:
+        return None
+    path = Path(mirror).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"{path}: {origin} folder does not exist or is not a folder")
+    return path
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The data cache root: the argument, else ``$BASIN_HOME/data`` (~/.cache/basin/data)."""
+    if cache_dir is not None and str(cache_dir) != "":
+        return Path(cache_dir).expanduser()
+    home = os.environ.get(HOME_ENV) or Path.home() / ".cache" / "basin"
+    return Path(home).expanduser() / "data"
+
+
+@dataclass(frozen=True)
+class Located:
+    """A file found on disk: its relative name, actual path and where it was found."""
+
+    relpath: str
+    path: Path
+    origin: str  # "mirror" or "cache"
+
+
+def locate(relpath: str, *, mirror: Path | None, cache_dir: Path) -> Located | None:
+    """Find ``relpath`` (as itself or ``.gz``) in the mirror, then the cache; None if absent."""
+    for origin, root in (("mirror", mirror), ("cache", cache_dir)):
+        if root is None:
+            continue
+        for candidate in (root / relpath, root / f"{relpath}.gz"):
+            if candidate.is_file():
+                return Located(relpath, candidate, origin)
+    return None
+
+
+def missing_message(relpath: str, mirror: Path | None, cache_dir: Path) -> str:
+    """The error text for a file found nowhere, saying where it was looked for."""
+    where = f"mirror {mirror} or cache {cache_dir}" if mirror is not None \
+        else f"cache {cache_dir} (no mirror given)"
+    return (f"{relpath}: not found in {where}, as the file or .gz; pass --mirror DIR / set "
+            f"${MIRROR_ENV}, or run `basin data fetch` to download it")
+
+
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+def _memo_key(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise DatasetError(f"{path}: unreadable ({exc})") from exc
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def _already_verified(key: tuple[str, int, int], relpath: str) -> bool:
+    return relpath in SHA256 and _verified.get(key) == SHA256[relpath]
+
+
+def _open_content(path: Path, gzipped: bool) -> BinaryIO:
+    return gzip.open(path, "rb") if gzipped else path.open("rb")
+
+
+def _check_digest(relpath: str, path: Path, digest: str) -> str:
+    if relpath not in SHA256:
+        raise DatasetError(f"{path}: no checksum known for {relpath}")
+    if digest != SHA256[relpath]:
+        raise DatasetError(f"{path}: checksum mismatch for {relpath} (sha256 of the "
+                           f"uncompressed content is {digest}, expected {SHA256[relpath]})")
+    return digest
+
+
+def verify_file(relpath: str, path: Path, *, gzipped: bool | None = None) -> str:
+    """Hash ``path``'s uncompressed content and check it against ``relpath``'s checksum.
+
+    ``gzipped`` defaults to whether the name ends in ``.gz``.
+    """
+    key = _memo_key(path)
+    if _already_verified(key, relpath):
+        return _verified[key]
+    hasher = hashlib.sha256()
+    try:
+        with _open_content(path, path.name.endswith(".gz") if gzipped is None
+                           else gzipped) as stream:
+            while chunk := stream.read(1 << 20):
+                hasher.update(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{path}: unreadable or corrupt ({exc})") from exc
+    _verified[key] = _check_digest(relpath, path, hasher.hexdigest())
+    return _verified[key]
+
+
+def read_verified(relpath: str, path: Path) -> bytes:
+    """The uncompressed content of ``path``, after checking it against ``relpath``'s checksum."""
+    key = _memo_key(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"{path}: unreadable ({exc})") from exc
+    if path.name.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DatasetError(f"{path}: corrupt gzip data ({exc})") from exc
+    if not _already_verified(key, relpath):
+        _verified[key] = _check_digest(relpath, path, hashlib.sha256(data).hexdigest())
+    return data
+
+
+def _download(url: str, dest: Path, timeout: float, label: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DatasetError(f"{label}: could not download {url} ({reason}); offline? Use "
+                           f"--mirror DIR or ${MIRROR_ENV} instead") from exc
+
+
+def _extract_members(archive: Path, url: str, wanted: dict[str, str], cache_dir: Path) -> None:
+    """Copy tarball members (``member -> relpath``) into the cache, each verified first."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member, relpath in wanted.items():
+                stream = tar.extractfile(member)
+                if stream is None:
+                    raise DatasetError(f"{url}: archive has no file {member}")
+                with atomic_path(cache_dir / relpath) as tmp:
+                    with tmp.open("wb") as out:
+                        shutil.copyfileobj(stream, out, 1 << 20)
+                    verify_file(relpath, tmp, gzipped=False)
+    except KeyError as exc:
+        raise DatasetError(f"{url}: archive lacks a member ({exc})") from exc
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DatasetError(f"{url}: corrupt or truncated archive ({exc})") from exc
+
+
+def download_files(relpaths: Iterable[str], cache_dir: Path, *, timeout: float = 60.0,
+                   log: Callable[[str], None] | None = None) -> list[Path]:
+    """Download ``relpaths`` from their official URLs into ``cache_dir``, verified.
+
+    Each file goes to a temporary name first and is renamed only after its checksum passes,
+    so a failure or Ctrl-C never leaves a partial or wrong file in the cache.
+    """
+    relpaths = list(dict.fromkeys(relpaths))
+    unknown = [r for r in relpaths if r not in REMOTES]
+    if unknown:
+        raise DatasetError(f"{unknown[0]}: no official download URL known")
+    by_archive: dict[str, dict[str, str]] = {}
+    written = []
+    for relpath in relpaths:
+        remote = REMOTES[relpath]
+        if remote.member is not None:
+            by_archive.setdefault(remote.url, {})[remote.member] = relpath
+            continue
+        target = cache_dir / (f"{relpath}.gz" if remote.gzipped else relpath)
+        if log:
+            log(f"downloading {remote.url} -> {target}")
+        with atomic_path(target) as tmp:
+            _download(remote.url, tmp, timeout, relpath)
+            verify_file(relpath, tmp, gzipped=remote.gzipped)
+        written.append(target)
+    for url, wanted in by_archive.items():
+        if log:
+            log(f"downloading {url} and extracting {len(wanted)} files into {cache_dir}")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".download.", dir=cache_dir) as tmpdir:
+            archive = Path(tmpdir) / Path(url).name
+            _download(url, archive, timeout, ", ".join(wanted.values()))
+            _extract_members(archive, url, wanted, cache_dir)
+        written.extend(cache_dir / r for r in wanted.values())
+    return written
