@@ -1,0 +1,114 @@
+"""The interface feature-based OOD detectors need from a classifier.
+
+MSP, ODIN, Energy, Mahalanobis and Zhou's feature reconstruction all look at a classifier
+through two maps: the penultimate *features* ``f = features(x)`` of shape (N, D) and the
+*logits* computed from them, ``logits_from_features(f)`` of shape (N, C). Any pretrained model
+that exposes those two (a CIFAR-10 backbone of basin's own, or one a user brings) can be
+plugged into every detector; :class:`LinearHeadClassifier` adapts the common case of a
+feature extractor followed by one ``nn.Linear``.
+
+The detectors never switch the model between train and eval mode: put it in ``eval()``
+before fitting or scoring (batch-norm statistics must not move while scores are computed).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class FeatureClassifier(Protocol):
+    """A classifier exposing penultimate features and the logits computed from them.
+
+    ``logits(x)`` must equal ``logits_from_features(features(x))``; all three maps must be
+    differentiable with respect to their input so that attacks can go through detectors.
+    """
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate features, shape (N, D)."""
+        ...
+
+    def logits_from_features(self, f: Tensor) -> Tensor:
+        """Class logits from features, shape (N, C)."""
+        ...
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Class logits from inputs, shape (N, C)."""
+        ...
+
+
+def check_feature_classifier(model: object, name: str = "model") -> FeatureClassifier:
+    """Return ``model`` if it implements :class:`FeatureClassifier`, else raise TypeError."""
+    if not isinstance(model, FeatureClassifier):
+        missing = [m for m in ("features", "logits_from_features", "logits")
+                   if not callable(getattr(model, m, None))]
+        raise TypeError(f"{name}: {type(model).__name__} is not a FeatureClassifier "
+                        f"(missing method(s) {missing}); wrap a (backbone, linear head) pair "
+                        "in basin.models.feature_classifier.LinearHeadClassifier")
+    return model
+
+
+class LinearHeadClassifier(nn.Module):
+    """Adapt a (feature extractor, linear head) pair to :class:`FeatureClassifier`.
+
+    Args:
+        feature_extractor: module mapping inputs to features; any output shape (N, ...)
+            is flattened to (N, D), so a backbone ending in global pooling with shape
+            (N, D, 1, 1) works as is.
+        head: the final ``nn.Linear(D, C)``.
+
+    ``forward(x)`` returns the logits, so the wrapper is also an ordinary classifier.
+    """
+
+    def __init__(self, feature_extractor: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        if not isinstance(feature_extractor, nn.Module):
+            raise TypeError(f"feature_extractor: expected an nn.Module, got "
+                            f"{type(feature_extractor).__name__}")
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"head: expected an nn.Linear, got {type(head).__name__}")
+        self.feature_extractor = feature_extractor
+        self.head = head
+
+    @property
+    def feature_dim(self) -> int:
+        return self.head.in_features
+
+    @property
+    def n_classes(self) -> int:
+        return self.head.out_features
+
+    def features(self, x: Tensor) -> Tensor:
+        f = self.feature_extractor(x)
+        f = f.reshape(f.shape[0], -1)
+        if f.shape[1] != self.head.in_features:
+            raise ValueError(f"feature_extractor: produced {f.shape[1]} features per input, "
+                             f"the head expects {self.head.in_features}")
+        return f
+
+    def logits_from_features(self, f: Tensor) -> Tensor:
+        if f.dim() != 2 or f.shape[1] != self.head.in_features:
+            raise ValueError(f"features: expected shape (N, {self.head.in_features}), "
+                             f"got {tuple(f.shape)}")
+        return self.head(f)
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.logits_from_features(self.features(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(x)
+
+
+@torch.no_grad()
+def extract_features(model: FeatureClassifier, x: Tensor, batch_size: int = 512) -> Tensor:
+    """``model.features(x)`` in batches without a graph, e.g. to cache features once."""
+    check_feature_classifier(model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    if len(x) == 0:
+        raise ValueError("x: cannot extract features of an empty batch")
+    return torch.cat([model.features(x[i:i + batch_size]).detach()
+                      for i in range(0, len(x), batch_size)])
