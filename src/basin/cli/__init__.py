@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "smoke": "basin.cli.train:smoke",
     "evaluate": "basin.cli.evaluate:evaluate",
     "reproduce": "basin.cli.reproduce:reproduce",
+    "train-backbone": "basin.cli.backbone:train_backbone",
 }
 
 

@@ -1,0 +1,127 @@
+"""The attack API and what every L-infinity attack shares.
+
+Threat model everywhere: an L-infinity perturbation of at most ``epsilon`` in pixel space,
+images in [0, 1]; every candidate is projected onto the epsilon-ball around the clean input
+intersected with the box [0, 1].
+
+Attacks see only an :class:`~basin.attacks.objectives.Objective` (per-sample loss to
+maximise, optional success test), never the model: they run under ``torch.enable_grad()``,
+take gradients with ``torch.autograd.grad`` with respect to the input only (so no ``.grad``
+is left on any parameter), and never touch ``model.train()``/``eval()``; setting the mode is
+the caller's job. Random draws come from a CPU generator seeded with ``seed`` and are then
+moved to the input's device, so a run is reproducible and the same on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from basin.attacks.objectives import Objective
+from basin.models.attractor import check_images
+
+
+def check_epsilon(epsilon: float, name: str = "epsilon") -> float:
+    """``epsilon`` as a float, or ValueError unless it is a finite number in [0, 1]."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
+        raise ValueError(f"{name} must be a number in [0, 1], got {epsilon!r}")
+    value = float(epsilon)
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must lie in [0, 1] (pixel scale), got {epsilon!r}")
+    return value
+
+
+def project_linf(x_adv: Tensor, x: Tensor, epsilon: float) -> Tensor:
+    """Nearest point of the epsilon-ball around ``x`` intersected with [0, 1]."""
+    delta = torch.clamp(x_adv - x, -epsilon, epsilon)
+    return torch.clamp(x + delta, 0.0, 1.0)
+
+
+class BestSoFar:
+    """Per-sample best candidate: the first successful one, else the highest loss."""
+
+    def __init__(self, x: Tensor) -> None:
+        self.x = x.detach().clone()
+        self.loss = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=torch.float64)
+        self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+
+    def update(self, x_cand: Tensor, loss: Tensor, success: Tensor) -> None:
+        loss = loss.detach().to(torch.float64)
+        # NaN losses compare False and are never kept
+        better = ~self.success & (success | (loss > self.loss))
+        self.x[better] = x_cand.detach()[better]
+        self.loss = torch.where(better, loss, self.loss)
+        self.success = self.success | (better & success)
+
+
+class Attack(ABC):
+    """Base class: ``perturb(x, y) -> x_adv`` with ``|x_adv - x|_inf <= epsilon``.
+
+    Subclasses implement ``_perturb`` on a detached, checked batch; the base class handles
+    validation, ``epsilon = 0`` (returns ``x`` exactly), gradient mode and detaching.
+    """
+
+    name: ClassVar[str] = "attack"
+
+    def __init__(self, objective: Objective, epsilon: float, *, seed: int = 0) -> None:
+        if not isinstance(objective, Objective):
+            raise ValueError(f"objective must be a basin.attacks.Objective, got "
+                             f"{type(objective).__name__}")
+        self.objective = objective
+        self.epsilon = check_epsilon(epsilon)
+        self.seed = int(seed)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(objective={self.objective.name!r}, eps={self.epsilon:.6g})"
+
+    def perturb(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Adversarial version of the batch ``x`` (same shape, dtype and device)."""
+        check_images(x, "x")
+        if y is not None:
+            if not isinstance(y, Tensor) or y.shape != (x.shape[0],) or y.is_floating_point():
+                got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+                raise ValueError(f"y: expected integer labels of shape ({x.shape[0]},), "
+                                 f"got {got}")
+            y = y.to(x.device)
+        elif self.objective.needs_labels:
+            raise ValueError(f"y: objective {self.objective.name!r} needs labels, got None")
+        x = x.detach()
+        if self.epsilon == 0.0 or x.shape[0] == 0:
+            return x.clone()
+        with torch.enable_grad():
+            x_adv = self._perturb(x, y)
+        return x_adv.detach()
+
+    __call__ = perturb
+
+    @abstractmethod
+    def _perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """The attack proper, on a detached batch already checked."""
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+
+class GradientAttack(Attack):
+    """Shared machinery of sign-gradient attacks (FGSM, PGD): gradient, step, projection."""
+
+    def loss_and_grad(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Per-sample loss at ``x`` and its input gradient (NaN entries replaced by 0)."""
+        x_var = x.detach().requires_grad_(True)
+        loss = self.objective(x_var, y)
+        grad = None
+        if loss.requires_grad:
+            (grad,) = torch.autograd.grad(loss.sum(), x_var, allow_unused=True)
+        if grad is None:
+            # the objective does not depend on x: no direction to follow
+            grad = torch.zeros_like(x)
+        grad = torch.where(torch.isnan(grad), torch.zeros_like(grad), grad)
+        return loss.detach(), grad
+
+    def step(self, x_adv: Tensor, x: Tensor, grad: Tensor, step_size: float) -> Tensor:
+        """One ascent step along ``sign(grad)`` followed by the projection."""
+        return project_linf(x_adv + step_size * torch.sign(grad), x, self.epsilon)

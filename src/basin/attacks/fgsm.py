@@ -1,0 +1,38 @@
+"""FGSM: the fast gradient sign method.
+
+Paper: Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples",
+ICLR 2015; the attack the attractor paper evaluates (its Eq. 1).
+
+Threat model: L-infinity, ``|x_adv - x|_inf <= epsilon``, images in [0, 1]; white-box (needs
+the input gradient of the objective); one step, no random start, deterministic.
+
+Arguments:
+    objective: :class:`~basin.attacks.objectives.Objective` to maximise.
+    epsilon: perturbation budget in [0, 1] (``parse_epsilon("20/255")``).
+    seed: unused (FGSM draws nothing); accepted so every attack builds the same way.
+
+Shapes: ``x`` (N, C, H, W) or (N, D) in [0, 1]; ``y`` (N,) integer labels (or None for
+label-free objectives); returns ``x_adv`` with the shape, dtype and device of ``x``.
+
+Example::
+
+    >>> from basin.attacks import FGSM, make_objective, parse_epsilon
+    >>> attack = FGSM(make_objective("ce", model), parse_epsilon("20/255"))
+    >>> x_adv = attack(x, y)
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from basin.attacks.base import GradientAttack
+
+
+class FGSM(GradientAttack):
+    """``x_adv = clip_[0,1](x + epsilon * sign(grad_x objective(x, y)))``."""
+
+    name = "fgsm"
+
+    def _perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        _, grad = self.loss_and_grad(x, y)
+        return self.step(x, x, grad, self.epsilon)

@@ -1,0 +1,210 @@
+"""What an attack maximises: pluggable per-sample objectives.
+
+An :class:`Objective` maps a batch ``(x, y)`` to a *per-sample* loss of shape ``(N,)`` that the
+attack pushes *up*; per-sample values let PGD restarts and the Square attack keep the best
+candidate of each input separately. Where "the attack worked" has a crisp meaning (the input
+is misclassified, the detector flips, both at once) the objective also carries a ``success``
+test, which attacks prefer over the raw loss: the first successful candidate is kept.
+
+The attacks never look at the model; they only see the objective. Any classifier plugs in
+through ``logits(x)`` (or by being callable), a reconstruction model additionally through
+``reconstruct(x)``, a detector through ``score(x)`` and ``threshold``.
+
+Objectives on the classifier live here (``ce``, ``paper``, ``through-loop``,
+``through-loop-bpda``); detector-aware ones in :mod:`basin.attacks.adaptive`;
+:mod:`basin.attacks.registry` maps every name to its builder (``OBJECTIVES``) and holds the
+one entry point, ``make_objective``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LossFn = Callable[[Tensor, Tensor | None], Tensor]
+
+# Alipour & SeyyedSalehi, section 3.1.2: a1, a2, a3 of attractor training.
+PAPER_WEIGHTS = (0.988, 0.002, 0.01)
+PIECEWISE_LINEAR = frozenset({"relu", "clamp", "linear"})
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A per-sample loss to maximise, with an optional per-sample success test.
+
+    Args:
+        name: registry name (``"ce"``, ``"end-to-end"``, ...).
+        loss_fn: ``(x, y) -> (N,)``, differentiable in ``x`` for gradient attacks.
+        success_fn: ``(x, y) -> bool (N,)``, True where the attack has reached its goal.
+        needs_labels: whether ``y`` is required (detector-only objectives ignore it).
+    """
+
+    name: str
+    loss_fn: LossFn
+    success_fn: LossFn | None = None
+    needs_labels: bool = True
+
+    def __call__(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.needs_labels and y is None:
+            raise ValueError(f"objective {self.name!r} needs labels y, got None")
+        loss = self.loss_fn(x, y)
+        if not isinstance(loss, Tensor) or loss.shape != (x.shape[0],):
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(f"objective {self.name!r} must return a per-sample loss of shape "
+                             f"({x.shape[0]},), got {shape}")
+        return loss
+
+    @property
+    def has_success(self) -> bool:
+        return self.success_fn is not None
+
+    def success(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Boolean (N,); all False when the objective has no notion of success."""
+        if self.success_fn is None:
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        if self.needs_labels and y is None:
+            raise ValueError(f"objective {self.name!r} needs labels y, got None")
+        with torch.no_grad():
+            return self.success_fn(x, y).to(torch.bool)
+
+
+# -- model access --------------------------------------------------------------------------
+def classifier_logits(model: Any, x: Tensor) -> Tensor:
+    """``model.logits(x)`` if the model has it, else ``model(x)``; must be ``(N, K)``."""
+    if hasattr(model, "logits"):
+        out = model.logits(x)
+    elif callable(model):
+        out = model(x)
+    else:
+        raise ValueError(f"model: {type(model).__name__} has no logits() and is not callable")
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"model: logits must have shape (N, n_classes) with N={x.shape[0]}, "
+                         f"got {got}")
+    return out
+
+
+def _require(model: Any, attr: str, objective: str) -> None:
+    if model is None or not callable(getattr(model, attr, None)):
+        raise ValueError(f"objective {objective!r} needs a model with {attr}(), got "
+                         f"{type(model).__name__}")
+
+
+def misclassified(logits: Tensor, y: Tensor) -> Tensor:
+    return logits.argmax(dim=1) != y
+
+
+# -- classifier objectives -----------------------------------------------------------------
+def build_ce(model: Any, **_: Any) -> Objective:
+    """Cross-entropy of the classifier on the input: the standard untargeted attack."""
+    if model is None:
+        raise ValueError("objective 'ce' needs a model, got None")
+
+    def loss(x: Tensor, y: Tensor | None) -> Tensor:
+        return F.cross_entropy(classifier_logits(model, x), y, reduction="none")
+
+    def success(x: Tensor, y: Tensor | None) -> Tensor:
+        return misclassified(classifier_logits(model, x), y)
+
+    return Objective("ce", loss, success)
+
+
+def build_paper(model: Any, *, weights: Any = None, jacobian: str = "exact-fast",
+                projections: int = 1, seed: int = 0, **_: Any) -> Objective:
+    """The attractor paper's FGSM objective: the model's own *training cost* (not standard).
+
+    Alipour & SeyyedSalehi, Eq. 1 and section 2.2.1: "the cost function used to train the
+    model", i.e. per sample ``a1*MSE(G(x), x) + a2*0.5*||dG/dx||_F^2 + a3*CE(F(x), y)``, the
+    reconstruction target being the attacked input itself, as in training. Most of this
+    gradient pushes the reconstruction error, not the class, so it is a much weaker attack
+    on the classifier than ``ce``; it is here to reproduce the paper, not to judge robustness.
+
+    The terms are those of :func:`basin.losses.attractor_loss` computed per sample (MSE over
+    the sample's features, ``basin.losses.jacobian_frobenius_sq`` per sample), so their batch
+    mean is exactly the training loss. With ReLU layers ``||J||_F`` is piecewise constant in
+    ``x`` and contributes no input gradient; it still counts in the value.
+    """
+    for attr in ("reconstruct", "autoencoder_stack"):
+        _require(model, attr, "paper")
+    try:
+        from basin.losses import LossWeights, jacobian_frobenius_sq
+    except ImportError as exc:
+        raise ValueError("objective 'paper' needs basin.losses (LossWeights, "
+                         f"jacobian_frobenius_sq), which could not be imported ({exc})") from exc
+    if weights is None:
+        a1, a2, a3 = PAPER_WEIGHTS
+        weights = LossWeights(reconstruction=a1, eigen=a2, classification=a3)
+    for term in ("reconstruction", "eigen", "classification"):
+        if not isinstance(getattr(weights, term, None), int | float):
+            raise ValueError(f"objective 'paper': weights must be a basin.losses.LossWeights, "
+                             f"got {weights!r}")
+    stack = model.autoencoder_stack()
+    piecewise_linear = all(a in PIECEWISE_LINEAR for a in stack.activations)
+    generator = torch.Generator().manual_seed(seed) if jacobian == "projection" else None
+
+    def loss(x: Tensor, y: Tensor | None) -> Tensor:
+        flat = x.reshape(x.shape[0], -1)
+        reconstruction = (stack(flat) - flat).square().mean(dim=1)
+        classification = F.cross_entropy(classifier_logits(model, x), y, reduction="none")
+        total = weights.reconstruction * reconstruction + weights.classification * classification
+        if weights.eigen > 0:
+            # A piecewise-linear G has a piecewise-constant Jacobian: the term has no input
+            # gradient, so skip building its (expensive) graph; the value stays exact.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not piecewise_linear):
+                frobenius_sq = jacobian_frobenius_sq(stack, flat, jacobian,
+                                                     projections=projections,
+                                                     generator=generator)
+            total = total + weights.eigen * 0.5 * frobenius_sq
+        return total
+
+    def success(x: Tensor, y: Tensor | None) -> Tensor:
+        return misclassified(classifier_logits(model, x), y)
+
+    return Objective("paper", loss, success)
+
+
+def iterate_reconstruction(model: Any, x: Tensor, steps: int, *, bpda: bool = False) -> Tensor:
+    """``G^steps(x)``; with ``bpda`` each G is the identity on the backward pass."""
+    h = x
+    for _ in range(steps):
+        g = model.reconstruct(h)
+        # straight-through (Athalye et al. 2018): value of G(h), gradient of h
+        h = h + (g - h).detach() if bpda else g
+    return h
+
+
+def _build_loop(name: str, model: Any, steps: int, bpda: bool) -> Objective:
+    _require(model, "reconstruct", name)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"objective {name!r}: steps (loop iterations) must be an integer "
+                         f">= 1, got {steps!r}")
+
+    def looped_logits(x: Tensor) -> Tensor:
+        return classifier_logits(model, iterate_reconstruction(model, x, steps, bpda=bpda))
+
+    def loss(x: Tensor, y: Tensor | None) -> Tensor:
+        return F.cross_entropy(looped_logits(x), y, reduction="none")
+
+    def success(x: Tensor, y: Tensor | None) -> Tensor:
+        return misclassified(looped_logits(x), y)
+
+    return Objective(name, loss, success)
+
+
+def build_through_loop(model: Any, *, steps: int = 1, **_: Any) -> Objective:
+    """CE of ``F(G^n(x))``, differentiating through the unrolled loop (n = ``steps``)."""
+    return _build_loop("through-loop", model, steps, bpda=False)
+
+
+def build_through_loop_bpda(model: Any, *, steps: int = 1, **_: Any) -> Objective:
+    """As ``through-loop`` but BPDA: forward ``G^n(x)``, backward treats each G as identity.
+
+    For when the true gradient through the loop vanishes (saturated or dead ReLUs, a loop
+    that has converged to a flat attractor) and a gradient attack would stall.
+    """
+    return _build_loop("through-loop-bpda", model, steps, bpda=True)
