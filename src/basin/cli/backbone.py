@@ -92,9 +92,10 @@ def train_backbone(arch: str, out: str, epochs: int | None, seed: int, device: s
         result = recipe.train_backbone(model, train, val, config, device=torch_device,
                                        out_dir=out_dir, progress=not quiet, resume=resume,
                                        extra_config={"run": record})
-        plain = recipe.evaluate_backbone(model, test, tta_level=0, precision=precision)
+        # fp32: the numbers a detector or a reloaded model reproduces exactly
+        plain = recipe.evaluate_backbone(model, test, tta_level=0, precision="fp32")
         tta = recipe.evaluate_backbone(model, test, tta_level=config.tta_level,
-                                       precision=precision)
+                                       precision="fp32")
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; continue with: basin train-backbone --arch {arch} "
                    f"--out {out} --resume (same options)", err=True)
@@ -106,7 +107,7 @@ def train_backbone(arch: str, out: str, epochs: int | None, seed: int, device: s
                "train_seconds": result["train_seconds"], "wall_seconds": result["wall_seconds"],
                "epochs": result["epochs"], "steps": result["steps"],
                "precision": result["precision"], "threads": result["threads"],
-               "device": str(torch_device), "arch": arch}
+               "device": str(torch_device), "arch": arch, "eval_precision": "fp32"}
     atomic_write_json(out_dir / "metrics.json", metrics)
     click.echo(f"test accuracy {plain:.4f} (TTA level {config.tta_level}: {tta:.4f}), "
                f"validation {result['val_accuracy']:.4f}; {result['epochs']} epochs, "

@@ -16,6 +16,13 @@ closed form of a one-hidden-layer stage, ``||J||_F^2 = m^T K m`` with
 A small dynamic programme over split points, sandwich break points and matrix-chain orders
 picks the plan with the fewest multiply-adds per sample.
 
+ReLU masks are 0/1, so a unit that is off in a sample drops out of every product for that
+sample. The ``"sparse"`` mode removes those rows and columns per sample before evaluating the
+plan: with half the units active each product costs about an eighth. Measured on the default
+784-500-300-300-300-500-784 network at initialisation, batch 64, torch 2.13 on a shared 2-core
+CPU, forward + backward: 0.25-0.4 s sparse, about 2.8 s dense, 5-12 s for the autograd
+Jacobian (``benchmarks/jacobian.py``).
+
 Masks are derivatives (``activation_derivative``), so the result is differentiable w.r.t. the
 weights, and through sigmoid derivatives w.r.t. the pre-activations as autograd would be.
 """
@@ -232,7 +239,8 @@ def frobenius_sq_structured(record: StackForward, chunk_size: int,
 
     ``mode``: ``"dense"`` evaluates the plan with batched masked products; ``"sparse"`` loops
     over samples and drops inactive units first (a large saving for ReLU networks, nothing
-    for sigmoids); ``"auto"`` picks the one with the lower estimated cost per chunk.
+    for sigmoids); ``"auto"`` picks the one with the lower estimated cost per chunk on a CPU
+    and ``"dense"`` elsewhere.
     """
     if mode not in STRUCTURED_MODES:
         raise ValueError(f"mode: unknown mode {mode!r}; choose from {STRUCTURED_MODES}")
@@ -250,7 +258,8 @@ def frobenius_sq_structured(record: StackForward, chunk_size: int,
         d = [None if x is None else x[start:stop] for x in derivs]
         plan = _plan(widths, masked, stop - start)
         use_sparse = mode == "sparse" and any(masked)
-        if mode == "auto" and any(masked):
+        # per-sample loops with host-side index sets pay off on a CPU, not on an accelerator
+        if mode == "auto" and any(masked) and record.input.device.type == "cpu":
             active = (widths[0], *(w if x is None else math.ceil(float((x != 0).sum(1)
                                                                        .float().mean()))
                                    for w, x in zip(widths[1:], d, strict=True)))

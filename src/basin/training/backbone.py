@@ -261,7 +261,8 @@ def train_backbone(model: nn.Module, train: ImageDataset, val: ImageDataset | No
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if lookahead is not None and (step + 1) % config.lookahead_every == 0:
+            if lookahead is not None and ((step + 1) % config.lookahead_every == 0
+                                          or step + 1 == total):
                 decay = config.lookahead_decay ** config.lookahead_every
                 lookahead.update(model, decay * ((step + 1) / total) ** 3)
             loss_sum += float(loss.detach())
@@ -283,9 +284,13 @@ def train_backbone(model: nn.Module, train: ImageDataset, val: ImageDataset | No
                        train_seconds, config.to_dict())
     finished = last_epoch == config.epochs
     if finished and lookahead is not None:
-        lookahead.update(model, 1.0)  # the final weights are the average itself
+        lookahead.update(model, 1.0)  # the final weights are the average (a no-op: step total
+        # updated it); kept so that the invariant does not depend on that detail
     if whiten_bias is not None:
         whiten_bias.requires_grad_(True)
+    # the default layout from here on: a channels-last model computes slightly different
+    # floats, and the model must give exactly what load_backbone's copy gives
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     val_accuracy = (None if val is None
                     else _plain_accuracy(model, val, config, device, precision))
@@ -295,7 +300,6 @@ def train_backbone(model: nn.Module, train: ImageDataset, val: ImageDataset | No
               "threads": torch.get_num_threads(), "val_accuracy": val_accuracy,
               "finished": finished}
     if out_dir is not None and finished:
-        model.to(memory_format=torch.contiguous_format)
         save_backbone(model, out_dir, {**dict(extra_config or {}),
                                        "training": config.to_dict()})
         atomic_write_json(Path(out_dir) / "history.json", history)

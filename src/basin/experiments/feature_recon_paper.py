@@ -1,0 +1,419 @@
+"""Reproduce the feature-reconstruction + MSP paper (Mulé & Shaner) on CIFAR-10, end to end.
+
+``reproduce_feature_recon_paper(out_dir)`` trains (or reuses) two backbones, fits every
+detector on each, scores every OOD and anomaly set, attacks every detector with PGD through
+its own score, and hands the results to :mod:`basin.experiments.feature_recon_report`, which
+writes ``report.html``, ``report.md`` and ``results.json``. Sets and protocol:
+
+* **far-OOD** (10-class backbone, ID = CIFAR-10 test): MNIST, Fashion-MNIST, notMNIST and
+  Omniglot (1x28x28, bilinear-upsampled to 32x32 and the channel repeated) and uniform and
+  Gaussian noise drawn at 3x32x32. Tiny-ImageNet, the paper's OOD set, is not in the mirror.
+* **near-OOD** (open-set split): a second backbone trained on the 6 animal classes (bird, cat,
+  deer, dog, frog, horse); the 4 vehicle classes (airplane, automobile, ship, truck) of the
+  CIFAR-10 test file are its OOD set, the animal test images its ID set.
+* **anomalies** (10-class backbone): CIFAR-10 test images under Gaussian noise,
+  salt-and-pepper, brightness, contrast and pixel dropout at severity 3, and FGSM 8/255 with
+  the cross-entropy of the trained backbone itself.
+
+Everything learned comes from the training split (backbones, pixel autoencoder, Mahalanobis,
+Zhou's W/D1/D2); everything tuned or calibrated from the validation split only (ODIN's T and
+eps, with seeded uniform noise of the noise *val* split as its OOD proxy; Zhou's and the
+combined detector's normal fits; every threshold, at 95% validation acceptance). Test data is
+only scored. Backbones live in ``out/backbone`` (or ``--backbone``) and ``out/backbone6``;
+fitted detectors are cached in ``out/detectors/<backbone>`` (safetensors + JSON) and reused
+while the backbone file and the plan are unchanged.
+
+Plans: ``full`` (the default recipe), ``quick`` (minutes; fewer PGD steps, labelled) and
+``tiny`` (the integration test's, seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from basin.attacks import FGSM, PGD, gradient_nonzero_fraction, make_objective, sanity_flags
+from basin.corruptions import corrupt
+from basin.data import ImageDataset, load_dataset, mirror_checksums
+from basin.data.registry import CIFAR10_CLASSES
+from basin.data.transforms import resize_bilinear
+from basin.detectors import (
+    CombinedDetector,
+    Detector,
+    EnergyDetector,
+    MahalanobisDetector,
+    MSPDetector,
+    ODINDetector,
+    PixelAutoencoderDetector,
+    ZhouDetector,
+    threshold_for_acceptance,
+)
+from basin.metrics import ece, ood_metrics
+from basin.models.cifar import build_backbone, load_backbone
+from basin.models.feature_classifier import extract_features
+from basin.training.backbone import default_backbone_config, train_backbone
+from basin.utils.io import atomic_write_json, read_json
+from basin.utils.runinfo import run_record
+
+ANIMALS = (2, 3, 4, 5, 6, 7)      # bird, cat, deer, dog, frog, horse: the 6 ID classes
+VEHICLES = (0, 1, 8, 9)           # airplane, automobile, ship, truck: near-OOD
+FAR_OOD = ("mnist", "fashion-mnist", "notmnist", "omniglot", "uniform-noise", "gaussian-noise")
+CORRUPTIONS = ("gaussian-noise", "salt-and-pepper", "brightness", "contrast", "pixel-dropout")
+SEVERITY = 3
+FGSM_EPS = 8 / 255
+DETECTORS = ("msp", "odin", "energy", "mahalanobis", "pixel_autoencoder", "zhou", "combined")
+ROBUST_FAR = "fashion-mnist"
+ACCEPTANCE = 0.95
+BATCH = 250
+
+
+@dataclass
+class Plan:
+    """Every size a plan changes, recorded in results.json (None: the whole split)."""
+
+    name: str
+    seed: int = 0
+    widths: tuple[int, int, int] | None = None       # None: airbench's (64, 256, 256)
+    train_limit: int | None = None
+    epochs: int = 12
+    epochs6: int = 8
+    batch_size: int | None = None
+    val_limit: int | None = None
+    test_limit: int | None = None
+    ood_limit: int | None = 3000
+    near_limit: int | None = None
+    anomaly_limit: int | None = 3000
+    odin_n: int = 300
+    odin_temperatures: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    odin_epsilons: tuple[float, ...] = (0.0, 0.0007, 0.0014, 0.0028, 0.004)
+    ae_epochs: int = 10
+    zhou_epochs: int = 30
+    zhou_hidden: tuple[int, int] | None = None        # None: Zhou's (D, D) and (512, 256)
+    robust_n: int = 500
+    pgd_steps: int = 40
+    robust_eps: tuple[float, ...] = (1 / 255, 8 / 255)
+
+    @classmethod
+    def make(cls, name: str, seed: int = 0) -> Plan:
+        if name == "full":
+            return cls("full", seed)
+        if name == "quick":
+            return cls("quick", seed, train_limit=10000, epochs=3, epochs6=3, val_limit=2000,
+                       test_limit=2000, ood_limit=500, near_limit=1000, anomaly_limit=500,
+                       odin_n=100, ae_epochs=3, zhou_epochs=10, robust_n=100, pgd_steps=10)
+        if name == "tiny":
+            return cls("tiny", seed, widths=(16, 32, 32), train_limit=256, epochs=1, epochs6=1,
+                       batch_size=128, val_limit=64, test_limit=64, ood_limit=32,
+                       near_limit=32, anomaly_limit=32, odin_n=32,
+                       odin_temperatures=(1.0, 1000.0), odin_epsilons=(0.0, 0.0014),
+                       ae_epochs=1, zhou_epochs=2, zhou_hidden=(32, 32), robust_n=16,
+                       pgd_steps=3)
+        raise ValueError(f"plan: expected 'full', 'quick' or 'tiny', got {name!r}")
+
+
+@dataclass
+class BackboneRun:
+    """One backbone with its detectors, thresholds and every score it produced."""
+
+    key: str                                  # "cifar10" or "cifar6"
+    folder: Path
+    model: Any
+    classes: tuple[str, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+    detectors: dict[str, Detector] = field(default_factory=dict)
+    # set name -> (kind, {detector: scores}); kinds: id, id-val, far-ood, near-ood, anomaly
+    scores: dict[str, tuple[str, dict[str, np.ndarray]]] = field(default_factory=dict)
+    examples: dict[str, Tensor] = field(default_factory=dict)
+    zhou_fit: dict[str, Any] = field(default_factory=dict)
+    odin_tuning: dict[str, Any] = field(default_factory=dict)
+    robustness: list[dict[str, Any]] = field(default_factory=list)
+
+
+def to_cifar_shape(images: Tensor) -> Tensor:
+    """1xHxW greyscale images -> 3x32x32: bilinear resize to 32x32, channel repeated."""
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images: expected (N, 1 or 3, H, W), got {tuple(images.shape)}")
+    out = resize_bilinear(images, (32, 32))
+    return out.repeat(1, 3, 1, 1) if out.shape[1] == 1 else out
+
+
+def class_subset(data: ImageDataset, keep: tuple[int, ...], name: str) -> ImageDataset:
+    """The images of classes ``keep``, relabelled 0..len(keep)-1 (indices kept)."""
+    mask = torch.isin(data.labels, torch.tensor(keep))
+    lookup = torch.full((10,), -1, dtype=torch.int64)
+    lookup[list(keep)] = torch.arange(len(keep))
+    return ImageDataset(name, data.split, data.images[mask].contiguous(),
+                        lookup[data.labels[mask]], tuple(data.classes[k] for k in keep),
+                        None if data.indices is None else data.indices[mask])
+
+
+def _limit(data: ImageDataset, n: int | None, seed: int) -> ImageDataset:
+    return data if n is None else data.subset(n, seed=seed)
+
+
+def load_splits(key: str, plan: Plan, mirror: Any) -> dict[str, ImageDataset]:
+    """train / val / test of the 10-class or 6-class ID set (and near-OOD for cifar6)."""
+    out = {s: load_dataset("cifar10", s, mirror=mirror) for s in ("train", "val", "test")}
+    if key == "cifar6":
+        out["near"] = _limit(class_subset(out["test"], VEHICLES, "cifar4-vehicles"),
+                             plan.near_limit, plan.seed)
+        out.update({s: class_subset(out[s], ANIMALS, "cifar6") for s in ("train", "val", "test")})
+    out["train"] = _limit(out["train"], plan.train_limit, plan.seed)
+    out["val"] = _limit(out["val"], plan.val_limit, plan.seed)
+    out["test"] = _limit(out["test"], plan.test_limit, plan.seed)
+    return out
+
+
+def far_ood_set(name: str, plan: Plan, mirror: Any) -> Tensor:
+    shape = (3, 32, 32) if "noise" in name else None
+    data = _limit(load_dataset(name, "test", mirror=mirror, seed=plan.seed, shape=shape),
+                  plan.ood_limit, plan.seed)
+    return to_cifar_shape(data.images)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- backbones ------------------------------------------------------------------------------
+def backbone(key: str, plan: Plan, folder: Path, data: dict[str, ImageDataset], *,
+             device: torch.device, progress: bool, given: bool) -> tuple[Any, dict[str, Any]]:
+    """Load the backbone in ``folder`` (given, or trained there earlier) or train it there."""
+    n_classes = len(data["train"].classes)
+    epochs = plan.epochs if key == "cifar10" else plan.epochs6
+    expected = {"plan": plan.name, "key": key, "n_classes": n_classes,
+                "n_train": len(data["train"]), "epochs": epochs, "seed": plan.seed}
+    start = time.perf_counter()
+    info: dict[str, Any] = {"folder": str(folder), "given": given}
+    if given or (folder / "config.json").is_file():
+        found = read_json(folder / "config.json").get("reproduce") if not given else None
+        if not given and found != expected:
+            raise ValueError(f"{folder}: holds a backbone trained for {found}, this run needs "
+                             f"{expected}; use another --out or delete the folder")
+        info["reused"] = True
+    else:
+        changes: dict[str, Any] = {"seed": plan.seed, "epochs": epochs}
+        if plan.batch_size:
+            changes["batch_size"] = plan.batch_size
+        config = default_backbone_config("airbench", **changes)
+        kwargs = {"n_classes": n_classes} | ({"widths": plan.widths} if plan.widths else {})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(plan.seed)
+            model = build_backbone("airbench", **kwargs)
+        result = train_backbone(model, data["train"], data["val"], config, device=device,
+                                out_dir=folder, progress=progress, resume=True,
+                                extra_config={"reproduce": expected})
+        info.update(reused=False, val_accuracy=result["val_accuracy"],
+                    train_seconds=result["train_seconds"], precision=result["precision"])
+    # always the saved copy, so a rerun that reuses the folder computes the same floats
+    model = load_backbone(folder, device=device).eval().requires_grad_(False)
+    if getattr(model, "n_classes", n_classes) != n_classes:
+        raise ValueError(f"{folder}: backbone has {model.n_classes} classes, {key} needs "
+                         f"{n_classes}")
+    info.update(seconds=time.perf_counter() - start, n_train=expected["n_train"],
+                epochs=epochs, sha256=file_sha256(folder / "model.safetensors"),
+                config=read_json(folder / "config.json").get("model"))
+    return model, info
+
+
+# ---- detectors ------------------------------------------------------------------------------
+def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
+                    feats: dict[str, Tensor], mirror: Any) -> None:
+    """Fit (or load from the cache folder) every detector; set thresholds on validation."""
+    model, cache = run.model, run.folder
+    hidden = plan.zhou_hidden
+    key = {"backbone_sha256": run.info["sha256"], "plan": asdict(plan)}
+    cached = (cache / "key.json").is_file() and read_json(cache / "key.json") == \
+        _jsonable(key)
+    msp = MSPDetector(model)
+    odin = ODINDetector(model)
+    if cached:
+        maha = MahalanobisDetector(model).load(cache / "mahalanobis.safetensors")
+        ae = PixelAutoencoderDetector.load(cache / "pixel_autoencoder")
+        zhou = ZhouDetector.load(cache / "zhou", model)
+        run.odin_tuning = read_json(cache / "odin.json")
+        odin._set(run.odin_tuning["temperature"], run.odin_tuning["epsilon"])
+    else:
+        train, val = data["train"], data["val"]
+        maha = MahalanobisDetector(model).fit_features(feats["train"], train.labels)
+        ae = PixelAutoencoderDetector(epochs=plan.ae_epochs, seed=plan.seed).fit(train.images)
+        zhou = ZhouDetector(model, n_classes=len(train.classes), epochs=plan.zhou_epochs,
+                            seed=plan.seed, d1_hidden=hidden, d2_hidden=hidden or (512, 256))
+        # official-file indices of the images behind each feature row, for provenance
+        zhou.fit_features(feats["train"], train.labels, feats["val"],
+                          val_indices=val.indices, train_indices=train.indices)
+        noise = load_dataset("uniform-noise", "val", seed=plan.seed, shape=(3, 32, 32))
+        tuning = odin.tune(val.subset(plan.odin_n, seed=plan.seed).images.to(feats["val"].device),
+                           noise.images[:plan.odin_n].to(feats["val"].device),
+                           temperatures=plan.odin_temperatures, epsilons=plan.odin_epsilons)
+        run.odin_tuning = {**tuning, "ood_source": "uniform-noise val split (3x32x32)"}
+        maha.save(cache / "mahalanobis.safetensors")
+        ae.save(cache / "pixel_autoencoder")
+        zhou.save(cache / "zhou")
+        atomic_write_json(cache / "odin.json", run.odin_tuning)
+        atomic_write_json(cache / "key.json", _jsonable(key))
+    combined = CombinedDetector(zhou, msp).fit_features(feats["val"])
+    run.detectors = {"msp": msp, "odin": odin, "energy": EnergyDetector(model),
+                     "mahalanobis": maha, "pixel_autoencoder": ae, "zhou": zhou,
+                     "combined": combined}
+    run.zhou_fit = {k: v for k, v in (zhou.fit_record or {}).items() if k != "train_indices"}
+    run.zhou_fit["cached"] = cached
+
+
+def _jsonable(obj: Any) -> Any:
+    """Tuples as lists, as they come back from JSON (so cache keys compare equal)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def score_set(run: BackboneRun, x: Tensor, f: Tensor) -> dict[str, np.ndarray]:
+    """Every detector's scores; feature-based ones from the cached features ``f``."""
+    out = {}
+    for name, det in run.detectors.items():
+        if name in ("odin", "pixel_autoencoder"):
+            s = det.score_batches(x.to(f.device), BATCH)
+        else:
+            with torch.no_grad():
+                s = torch.cat([det.score_features(f[i:i + BATCH]) for i in range(0, len(f),
+                                                                                  BATCH)])
+        out[name] = s.double().cpu().numpy()
+    return out
+
+
+def add_set(run: BackboneRun, name: str, kind: str, x: Tensor) -> None:
+    x = x.to(next(run.model.parameters()).device)
+    run.scores[name] = (kind, score_set(run, x, extract_features(run.model, x, BATCH)))
+    run.examples[name] = x[:8].cpu()
+
+
+# ---- robustness -----------------------------------------------------------------------------
+def attack(det: Detector, objective_name: str, x: Tensor, eps: float, steps: int,
+           seed: int) -> Tensor:
+    objective = make_objective(objective_name, detector=det)
+    out = [PGD(objective, eps, steps=steps, seed=seed + i).perturb(x[i:i + BATCH])
+           for i in range(0, len(x), BATCH)]
+    return torch.cat(out) if out else x
+
+
+def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_name: str
+               ) -> None:
+    """PGD through every detector's own score: ID pushed to rejection, OOD to acceptance."""
+    for name, det in run.detectors.items():
+        t = float(det.threshold)
+        s_id, s_ood = det.score_batches(x_id, BATCH).double(), det.score_batches(x_ood, BATCH
+                                                                                 ).double()
+        clean = ood_metrics(s_id, s_ood, t)
+        correct = float(((s_id >= t).sum() + (s_ood < t).sum()) / (len(s_id) + len(s_ood)))
+        grad = min(gradient_nonzero_fraction(make_objective(o, detector=det), x[:64])
+                   for o, x in (("reject-id", x_id), ("accept-ood", x_ood)))
+        for eps in plan.robust_eps:
+            a_id = det.score_batches(attack(det, "reject-id", x_id, eps, plan.pgd_steps,
+                                            plan.seed), BATCH).double()
+            a_ood = det.score_batches(attack(det, "accept-ood", x_ood, eps, plan.pgd_steps,
+                                             plan.seed + 10_000), BATCH).double()
+            ood_only, both = ood_metrics(s_id, a_ood, t), ood_metrics(a_id, a_ood, t)
+            attacked = float(((a_id >= t).sum() + (a_ood < t).sum()) / (len(a_id) + len(a_ood)))
+            eps0 = det.score_batches(attack(det, "reject-id", x_id, 0.0, 1, plan.seed), BATCH)
+            eps0_correct = float(((eps0.double() >= t).sum() + (s_ood < t).sum())
+                                 / (len(s_id) + len(s_ood)))
+            run.robustness.append({
+                "backbone": run.key, "detector": name, "ood_set": ood_name, "epsilon": eps,
+                "steps": plan.pgd_steps, "n_id": len(x_id), "n_ood": len(x_ood),
+                "auroc_clean": clean["auroc"], "auroc_ood_attacked": ood_only["auroc"],
+                "auroc_both_attacked": both["auroc"], "fpr95_clean": clean["fpr_at_95_tpr"],
+                "fpr95_ood_attacked": ood_only["fpr_at_95_tpr"],
+                "fpr95_both_attacked": both["fpr_at_95_tpr"],
+                "ood_accepted_clean": clean["fpr"], "ood_accepted_attacked": ood_only["fpr"],
+                "id_rejected_clean": 1 - clean["recall"],
+                "id_rejected_attacked": 1 - both["recall"], "grad_nonzero": grad,
+                "sanity": sanity_flags(correct, eps0_correct, {"pgd": attacked}, {}, grad)})
+
+
+# ---- the pipeline ---------------------------------------------------------------------------
+def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path | None,
+                          mirror: Any, device: torch.device, progress: bool) -> BackboneRun:
+    data = load_splits(key, plan, mirror)
+    folder = backbone_dir or out / ("backbone" if key == "cifar10" else "backbone6")
+    model, info = backbone(key, plan, folder, data, device=device, progress=progress,
+                           given=backbone_dir is not None)
+    run = BackboneRun(key, out / "detectors" / key, model, data["train"].classes, info)
+    feats = {s: extract_features(model, data[s].images.to(device), BATCH)
+             for s in ("train", "val", "test")}
+    build_detectors(run, plan, data, feats, mirror)
+    run.scores["validation"] = ("id-val", score_set(run, data["val"].images, feats["val"]))
+    for name, det in run.detectors.items():
+        det.threshold = threshold_for_acceptance(
+            torch.from_numpy(run.scores["validation"][1][name]), ACCEPTANCE)
+    test = data["test"]
+    run.scores[key] = ("id", score_set(run, test.images.to(device), feats["test"]))
+    run.examples[key] = test.images[:8]
+    with torch.no_grad():
+        logits = run.model.logits_from_features(feats["test"]).cpu()
+    run.info.update(test_accuracy=float((logits.argmax(1) == test.labels).double().mean()),
+                    test_ece=ece(torch.softmax(logits.double(), 1), test.labels),
+                    n_test=len(test), n_val=len(data["val"]))
+    if key == "cifar6":
+        add_set(run, "cifar4-vehicles", "near-ood", data["near"].images)
+        robust_ood = data["near"].images
+    else:
+        far = {name: far_ood_set(name, plan, mirror) for name in FAR_OOD}
+        for name, x in far.items():
+            add_set(run, name, "far-ood", x)
+        robust_ood = far[ROBUST_FAR]
+        anomalies = _limit(test, plan.anomaly_limit, plan.seed)
+        for c in CORRUPTIONS:
+            add_set(run, f"{c}:{SEVERITY}", "anomaly",
+                    corrupt(anomalies.images, c, SEVERITY, seed=plan.seed))
+        fgsm = FGSM(make_objective("ce", run.model), FGSM_EPS)
+        x_adv = torch.cat([fgsm.perturb(anomalies.images[i:i + BATCH].to(device),
+                                        anomalies.labels[i:i + BATCH].to(device)).cpu()
+                           for i in range(0, len(anomalies), BATCH)])
+        add_set(run, "fgsm:8/255", "anomaly", x_adv)
+    x_id = test.subset(plan.robust_n, seed=plan.seed).images.to(device)
+    x_ood = robust_ood[:plan.robust_n].to(device)
+    robustness(run, plan, x_id, x_ood, "cifar4-vehicles" if key == "cifar6" else ROBUST_FAR)
+    return run
+
+
+def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str = "full",
+                                  seed: int = 0, mirror: str | os.PathLike[str] | None = None,
+                                  device: torch.device | None = None,
+                                  backbone_dir: str | os.PathLike[str] | None = None,
+                                  progress: bool = True) -> dict[str, Any]:
+    """Run the whole reproduction (``plan``: full, quick, tiny); returns results.json's dict."""
+    from basin.experiments.feature_recon_report import write_feature_recon_report
+
+    the_plan = Plan.make(plan, seed)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    given = Path(backbone_dir) if backbone_dir is not None else None
+    if given is not None and not (given / "model.safetensors").is_file():
+        raise ValueError(f"--backbone {given}: no model.safetensors (a folder written by "
+                         "basin train-backbone)")
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or torch.device("cpu")
+    start = time.perf_counter()
+    runs = {key: evaluate_backbone_run(key, the_plan, out, mirror=mirror, device=device,
+                                       progress=progress,
+                                       backbone_dir=given if key == "cifar10" else None)
+            for key in ("cifar10", "cifar6")}
+    record = run_record({"plan": asdict(the_plan), "device": str(device),
+                         "backbone": str(given) if given else None,
+                         "near_ood_split": {"id": [CIFAR10_CLASSES[k] for k in ANIMALS],
+                                            "ood": [CIFAR10_CLASSES[k] for k in VEHICLES]}},
+                        seed, mirror_checksums(("cifar10", "mnist", "fashion-mnist",
+                                                "notmnist", "omniglot"), mirror=mirror))
+    record["wall_time_s"] = time.perf_counter() - start
+    return write_feature_recon_report(out, the_plan, runs, record)
