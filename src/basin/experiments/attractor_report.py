@@ -133,13 +133,14 @@ def build_tables(plan: ReproductionPlan, nets: dict[str, NetworkResults]) -> dic
         "header": ["network", "samples", "fixed points", "attractors", "stable",
                    "near attractor", "median rho(J) at x", "median distance to limit"],
         "rows": rows}
-    rows = [[name, r.metrics.get("n_train"), r.metrics.get("epochs"),
+    rows = [[name, r.metrics.get("n_train"),
+             " / ".join(str(e) for e in (r.metrics.get("epochs") or {}).values()),
              pct(r.metrics.get("test_accuracy")), f"{r.train_seconds:.0f} s",
              ", ".join(f"{k} {v:.0f} s" for k, v in r.phase_seconds.items())]
             for name, r in nets.items()]
     tables["training"] = {"caption": "Training runs (wall time includes data loading; a "
                                      "reused run shows its loading time)",
-                          "header": ["network", "training images", "epochs (per stage)",
+                          "header": ["network", "training images", "epochs (stages 1-3, fine-tuning)",
                                      "test accuracy", "training wall time",
                                      "evaluation wall time"], "rows": rows}
     return tables

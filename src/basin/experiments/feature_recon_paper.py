@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +226,7 @@ def backbone(key: str, plan: Plan, folder: Path, data: dict[str, ImageDataset], 
 
 # ---- detectors ------------------------------------------------------------------------------
 def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
-                    feats: dict[str, Tensor], mirror: Any) -> None:
+                    feats: dict[str, Tensor]) -> None:
     """Fit (or load from the cache folder) every detector; set thresholds on validation."""
     model, cache = run.model, run.folder
     hidden = plan.zhou_hidden
@@ -300,7 +300,13 @@ def add_set(run: BackboneRun, name: str, kind: str, x: Tensor) -> None:
 # ---- robustness -----------------------------------------------------------------------------
 def attack(det: Detector, objective_name: str, x: Tensor, eps: float, steps: int,
            seed: int) -> Tensor:
-    objective = make_objective(objective_name, detector=det)
+    """PGD on ``objective_name`` (accept-ood / reject-id), keeping each input's best iterate.
+
+    The objective's success test is dropped: with it PGD would keep the first iterate that
+    crosses the threshold, however weakly, and threshold-free metrics (AUROC, FPR95) would
+    not see the strongest perturbation found.
+    """
+    objective = replace(make_objective(objective_name, detector=det), success_fn=None)
     out = [PGD(objective, eps, steps=steps, seed=seed + i).perturb(x[i:i + BATCH])
            for i in range(0, len(x), BATCH)]
     return torch.cat(out) if out else x
@@ -318,10 +324,12 @@ def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_na
         grad = min(gradient_nonzero_fraction(make_objective(o, detector=det), x[:64])
                    for o, x in (("reject-id", x_id), ("accept-ood", x_ood)))
         for eps in plan.robust_eps:
-            a_id = det.score_batches(attack(det, "reject-id", x_id, eps, plan.pgd_steps,
-                                            plan.seed), BATCH).double()
-            a_ood = det.score_batches(attack(det, "accept-ood", x_ood, eps, plan.pgd_steps,
-                                             plan.seed + 10_000), BATCH).double()
+            # the clean input lies in the ball too: an attacker never does worse than it
+            a_id = torch.minimum(s_id, det.score_batches(attack(
+                det, "reject-id", x_id, eps, plan.pgd_steps, plan.seed), BATCH).double())
+            a_ood = torch.maximum(s_ood, det.score_batches(attack(
+                det, "accept-ood", x_ood, eps, plan.pgd_steps, plan.seed + 10_000), BATCH
+            ).double())
             ood_only, both = ood_metrics(s_id, a_ood, t), ood_metrics(a_id, a_ood, t)
             attacked = float(((a_id >= t).sum() + (a_ood < t).sum()) / (len(a_id) + len(a_ood)))
             eps0 = det.score_batches(attack(det, "reject-id", x_id, 0.0, 1, plan.seed), BATCH)
@@ -350,7 +358,7 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
     run = BackboneRun(key, out / "detectors" / key, model, data["train"].classes, info)
     feats = {s: extract_features(model, data[s].images.to(device), BATCH)
              for s in ("train", "val", "test")}
-    build_detectors(run, plan, data, feats, mirror)
+    build_detectors(run, plan, data, feats)
     run.scores["validation"] = ("id-val", score_set(run, data["val"].images, feats["val"]))
     for name, det in run.detectors.items():
         det.threshold = threshold_for_acceptance(
