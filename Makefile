@@ -18,7 +18,7 @@ install: $(BIN)/basin
 
 run: install
 	$(BIN)/basin data verify
-	$(BIN)/basin smoke --out runs/smoke --seed 0
+	$(BIN)/basin reproduce attractor-paper --quick --out runs/attractor-quick --seed 0
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

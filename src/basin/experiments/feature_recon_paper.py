@@ -244,7 +244,8 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
     else:
         train, val = data["train"], data["val"]
         maha = MahalanobisDetector(model).fit_features(feats["train"], train.labels)
-        ae = PixelAutoencoderDetector(epochs=plan.ae_epochs, seed=plan.seed).fit(train.images)
+        ae = PixelAutoencoderDetector(epochs=plan.ae_epochs, seed=plan.seed).fit(
+            train.images.to(feats["train"].device))
         zhou = ZhouDetector(model, n_classes=len(train.classes), epochs=plan.zhou_epochs,
                             seed=plan.seed, d1_hidden=hidden, d2_hidden=hidden or (512, 256))
         # official-file indices of the images behind each feature row, for provenance
@@ -317,8 +318,8 @@ def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_na
     """PGD through every detector's own score: ID pushed to rejection, OOD to acceptance."""
     for name, det in run.detectors.items():
         t = float(det.threshold)
-        s_id, s_ood = det.score_batches(x_id, BATCH).double(), det.score_batches(x_ood, BATCH
-                                                                                 ).double()
+        s_id = det.score_batches(x_id, BATCH).double().cpu()
+        s_ood = det.score_batches(x_ood, BATCH).double().cpu()
         clean = ood_metrics(s_id, s_ood, t)
         correct = float(((s_id >= t).sum() + (s_ood < t).sum()) / (len(s_id) + len(s_ood)))
         grad = min(gradient_nonzero_fraction(make_objective(o, detector=det), x[:64])
@@ -326,14 +327,14 @@ def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_na
         for eps in plan.robust_eps:
             # the clean input lies in the ball too: an attacker never does worse than it
             a_id = torch.minimum(s_id, det.score_batches(attack(
-                det, "reject-id", x_id, eps, plan.pgd_steps, plan.seed), BATCH).double())
+                det, "reject-id", x_id, eps, plan.pgd_steps, plan.seed), BATCH).double().cpu())
             a_ood = torch.maximum(s_ood, det.score_batches(attack(
                 det, "accept-ood", x_ood, eps, plan.pgd_steps, plan.seed + 10_000), BATCH
-            ).double())
+            ).double().cpu())
             ood_only, both = ood_metrics(s_id, a_ood, t), ood_metrics(a_id, a_ood, t)
             attacked = float(((a_id >= t).sum() + (a_ood < t).sum()) / (len(a_id) + len(a_ood)))
             eps0 = det.score_batches(attack(det, "reject-id", x_id, 0.0, 1, plan.seed), BATCH)
-            eps0_correct = float(((eps0.double() >= t).sum() + (s_ood < t).sum())
+            eps0_correct = float(((eps0.double().cpu() >= t).sum() + (s_ood < t).sum())
                                  / (len(s_id) + len(s_ood)))
             run.robustness.append({
                 "backbone": run.key, "detector": name, "ood_set": ood_name, "epsilon": eps,
@@ -356,13 +357,22 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
     model, info = backbone(key, plan, folder, data, device=device, progress=progress,
                            given=backbone_dir is not None)
     run = BackboneRun(key, out / "detectors" / key, model, data["train"].classes, info)
+    clock = {"backbone": info["seconds"], "_": time.perf_counter()}
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        clock[stage], clock["_"] = now - clock["_"], now
+
     feats = {s: extract_features(model, data[s].images.to(device), BATCH)
              for s in ("train", "val", "test")}
+    lap("features")
     build_detectors(run, plan, data, feats)
+    lap("detectors")
     run.scores["validation"] = ("id-val", score_set(run, data["val"].images, feats["val"]))
     for name, det in run.detectors.items():
         det.threshold = threshold_for_acceptance(
             torch.from_numpy(run.scores["validation"][1][name]), ACCEPTANCE)
+    run.info["thresholds"] = {name: det.threshold for name, det in run.detectors.items()}
     test = data["test"]
     run.scores[key] = ("id", score_set(run, test.images.to(device), feats["test"]))
     run.examples[key] = test.images[:8]
@@ -388,9 +398,12 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
                                         anomalies.labels[i:i + BATCH].to(device)).cpu()
                            for i in range(0, len(anomalies), BATCH)])
         add_set(run, "fgsm:8/255", "anomaly", x_adv)
+    lap("scoring")
     x_id = test.subset(plan.robust_n, seed=plan.seed).images.to(device)
     x_ood = robust_ood[:plan.robust_n].to(device)
     robustness(run, plan, x_id, x_ood, "cifar4-vehicles" if key == "cifar6" else ROBUST_FAR)
+    lap("attacks")
+    run.info["timings_s"] = {k: round(v, 1) for k, v in clock.items() if k != "_"}
     return run
 
 

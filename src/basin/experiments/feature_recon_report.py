@@ -202,7 +202,8 @@ def summary_lines(runs: dict[str, BackboneRun], records: list[dict[str, Any]]) -
                 f"{pct(near.get('tnr'))}%, anomalies {pct(anom.get('tnr'))}%")
         if worst is not None:
             text += (f"; under PGD {figures.format_epsilon(worst['epsilon'])} on "
-                     f"{worst['ood_set']} AUROC {pct(worst['auroc_clean'])}% -> "
+                     f"{worst['ood_set']} ({worst['backbone']} backbone) AUROC "
+                     f"{pct(worst['auroc_clean'])}% -> "
                      f"{pct(worst['auroc_ood_attacked'])}% (OOD attacked)")
         lines.append(text)
     return lines
@@ -241,7 +242,7 @@ def add_figures(report: Report, runs: dict[str, BackboneRun]) -> None:
         for name, x in run.examples.items():
             s = det.score_batches(x[:3].to(next(run.model.parameters()).device)).cpu()
             images.append(x[:3])
-            labels += [f"{name[:16]}\n{v:.3g} {'acc' if v >= det.threshold else 'rej'}"
+            labels += [f"{name[:20]}\n{v:.3g} {'acc' if v >= det.threshold else 'rej'}"
                        for v in s.tolist()]
         report.figure(figures.image_grid(torch.cat(images), labels, ncols=6, max_items=99,
                                          title=f"Examples ({run.key} backbone): combined "
@@ -293,7 +294,8 @@ def write_feature_recon_report(out: Path, plan: Plan, runs: dict[str, BackboneRu
     add_figures(report, runs)
     report.heading("Run record")
     report.paragraph(f"Wall time {record['wall_time_s']:.0f} s; seed {record['seed']}; plan "
-                     f"{plan.name}.")
+                     f"{plan.name}. Seconds per stage: " + "; ".join(
+                         f"{k}: {r.info.get('timings_s')}" for k, r in runs.items()))
     report.code(_record_text(record))
     results = {"tables": tables, "summary": summary, "sanity": sanity, "run": record,
                "plan": record["config"]["plan"], "quick": plan.name != "full",
