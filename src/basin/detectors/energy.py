@@ -22,8 +22,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from basin.detectors.base import Detector, DetectorError
-from basin.models.feature_classifier import FeatureClassifier, check_feature_classifier
+from basin.detectors.base import DetectorError
+from basin.detectors.logit_score import LogitScoreDetector
 
 
 def negative_energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -33,7 +33,7 @@ def negative_energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return temperature * torch.logsumexp(logits / temperature, dim=1)
 
 
-class EnergyDetector(Detector):
+class EnergyDetector(LogitScoreDetector):
     """Negative free energy of a :class:`FeatureClassifier`'s logits.
 
     Args:
@@ -44,17 +44,5 @@ class EnergyDetector(Detector):
 
     name: ClassVar[str] = "energy"
 
-    def __init__(self, model: FeatureClassifier, temperature: float = 1.0,
-                 threshold: float | None = None) -> None:
-        super().__init__(threshold)
-        self.model = check_feature_classifier(model)
-        if not temperature > 0:
-            raise DetectorError(f"temperature: must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    def score(self, x: Tensor) -> Tensor:
-        return negative_energy(self.model.logits(x), self.temperature)
-
-    def score_features(self, f: Tensor) -> Tensor:
-        """The same score from cached penultimate features ``f`` (N, D)."""
-        return negative_energy(self.model.logits_from_features(f), self.temperature)
+    def score_logits(self, logits: Tensor) -> Tensor:
+        return negative_energy(logits, self.temperature)

@@ -18,8 +18,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from basin.detectors.base import Detector, DetectorError
-from basin.models.feature_classifier import FeatureClassifier, check_feature_classifier
+from basin.detectors.base import DetectorError
+from basin.detectors.logit_score import LogitScoreDetector
 
 
 def max_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -29,7 +29,7 @@ def max_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return torch.softmax(logits / temperature, dim=1).max(dim=1).values
 
 
-class MSPDetector(Detector):
+class MSPDetector(LogitScoreDetector):
     """Maximum softmax probability of a :class:`FeatureClassifier`.
 
     Args:
@@ -40,17 +40,5 @@ class MSPDetector(Detector):
 
     name: ClassVar[str] = "msp"
 
-    def __init__(self, model: FeatureClassifier, temperature: float = 1.0,
-                 threshold: float | None = None) -> None:
-        super().__init__(threshold)
-        self.model = check_feature_classifier(model)
-        if not temperature > 0:
-            raise DetectorError(f"temperature: must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    def score(self, x: Tensor) -> Tensor:
-        return max_softmax(self.model.logits(x), self.temperature)
-
-    def score_features(self, f: Tensor) -> Tensor:
-        """The same score from cached penultimate features ``f`` (N, D)."""
-        return max_softmax(self.model.logits_from_features(f), self.temperature)
+    def score_logits(self, logits: Tensor) -> Tensor:
+        return max_softmax(logits, self.temperature)
