@@ -141,8 +141,9 @@ def build_tables(plan: ReproductionPlan, nets: dict[str, NetworkResults]) -> dic
     tables["training"] = {"caption": "Training runs (wall time includes data loading; a "
                                      "reused run shows its loading time)",
                           "header": ["network", "training images",
-                                     "epochs (stages 1-3, fine-tuning)", "test accuracy", "training wall time",
-                                     "evaluation wall time"], "rows": rows}
+                                     "epochs (stages 1-3, fine-tuning)", "test accuracy",
+                                     "training wall time", "evaluation wall time"],
+                          "rows": rows}
     return tables
 
 
