@@ -58,12 +58,17 @@ def attractor_paper(out_dir: str, quick: bool, seed: int, device: str | None,
 @click.option("--backbone", "backbone_dir", type=click.Path(file_okay=False), default=None,
               help="A trained 10-class backbone folder (basin train-backbone) to use instead "
                    "of training one in --out/backbone.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="CPU threads for torch (0: torch's default, all cores; 1 is faster on a "
+                   "machine shared with other jobs).")
 @seed_option
 @device_option
 @mirror_option
-def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, seed: int,
-                        device: str | None, mirror: str | None) -> None:
+def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, threads: int,
+                        seed: int, device: str | None, mirror: str | None) -> None:
     """Mulé & Shaner: feature reconstruction + MSP for OOD and anomaly detection (CIFAR-10)."""
+    import torch
+
     from basin.data import DatasetError
     from basin.detectors import DetectorError
     from basin.experiments.feature_recon_paper import reproduce_feature_recon_paper
@@ -75,6 +80,8 @@ def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, see
         dev = resolve_device(device)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if threads:
+        torch.set_num_threads(threads)
     seed_everything(seed)
     start = time.perf_counter()
     try:

@@ -106,9 +106,11 @@ class Plan:
         if name == "full":
             return cls("full", seed)
         if name == "quick":
-            return cls("quick", seed, train_limit=10000, epochs=3, epochs6=3, val_limit=2000,
-                       test_limit=2000, ood_limit=500, near_limit=1000, anomaly_limit=500,
-                       odin_n=100, ae_epochs=3, zhou_epochs=10, robust_n=100, pgd_steps=10)
+            return cls("quick", seed, train_limit=8000, epochs=2, epochs6=2, val_limit=1000,
+                       test_limit=1000, ood_limit=300, near_limit=500, anomaly_limit=300,
+                       odin_n=100, odin_temperatures=(1.0, 100.0, 1000.0),
+                       odin_epsilons=(0.0, 0.0014, 0.0028), ae_epochs=2, zhou_epochs=10,
+                       robust_n=64, pgd_steps=10)
         if name == "tiny":
             return cls("tiny", seed, widths=(16, 32, 32), train_limit=256, epochs=1, epochs6=1,
                        batch_size=128, val_limit=64, test_limit=64, ood_limit=32,
@@ -218,8 +220,12 @@ def backbone(key: str, plan: Plan, folder: Path, data: dict[str, ImageDataset], 
     if getattr(model, "n_classes", n_classes) != n_classes:
         raise ValueError(f"{folder}: backbone has {model.n_classes} classes, {key} needs "
                          f"{n_classes}")
+    if given:  # trained elsewhere: its own record says on what
+        metrics = folder / "metrics.json"
+        found = read_json(metrics) if metrics.is_file() else {}
+        expected.update(n_train=found.get("n_train"), epochs=found.get("epochs"))
     info.update(seconds=time.perf_counter() - start, n_train=expected["n_train"],
-                epochs=epochs, sha256=file_sha256(folder / "model.safetensors"),
+                epochs=expected["epochs"], sha256=file_sha256(folder / "model.safetensors"),
                 config=read_json(folder / "config.json").get("model"))
     return model, info
 
@@ -234,13 +240,13 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
     cached = (cache / "key.json").is_file() and read_json(cache / "key.json") == \
         _jsonable(key)
     msp = MSPDetector(model)
-    odin = ODINDetector(model)
     if cached:
         maha = MahalanobisDetector(model).load(cache / "mahalanobis.safetensors")
         ae = PixelAutoencoderDetector.load(cache / "pixel_autoencoder")
         zhou = ZhouDetector.load(cache / "zhou", model)
         run.odin_tuning = read_json(cache / "odin.json")
-        odin._set(run.odin_tuning["temperature"], run.odin_tuning["epsilon"])
+        odin = ODINDetector(model, temperature=run.odin_tuning["temperature"],
+                            epsilon=run.odin_tuning["epsilon"])
     else:
         train, val = data["train"], data["val"]
         maha = MahalanobisDetector(model).fit_features(feats["train"], train.labels)
@@ -252,6 +258,7 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
         zhou.fit_features(feats["train"], train.labels, feats["val"],
                           val_indices=val.indices, train_indices=train.indices)
         noise = load_dataset("uniform-noise", "val", seed=plan.seed, shape=(3, 32, 32))
+        odin = ODINDetector(model)
         tuning = odin.tune(val.subset(plan.odin_n, seed=plan.seed).images.to(feats["val"].device),
                            noise.images[:plan.odin_n].to(feats["val"].device),
                            temperatures=plan.odin_temperatures, epsilons=plan.odin_epsilons)

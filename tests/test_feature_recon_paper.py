@@ -1,0 +1,259 @@
+"""``basin reproduce feature-recon-paper``: helpers on synthetic data, then one tiny run.
+
+The integration part builds the whole pipeline once with the ``tiny`` plan (256 training
+images, one epoch, 64 test and 32 OOD images per set, 3 PGD steps) and checks the report,
+results.json, the robustness table's direction and that Zhou's normal fits used validation
+images only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from basin.cli import main
+from basin.data import ImageDataset, load_dataset, split_indices
+from basin.detectors import MSPDetector
+from basin.detectors.zhou import fingerprint
+from basin.experiments.feature_recon_paper import (
+    ANIMALS,
+    DETECTORS,
+    FAR_OOD,
+    Plan,
+    attack,
+    class_subset,
+    reproduce_feature_recon_paper,
+    to_cifar_shape,
+)
+from basin.experiments.feature_recon_report import TABLE_IDS, pct, zhou_checks
+from basin.experiments.report import _inline_markdown, format_cell
+from basin.models.cifar import load_backbone
+from basin.models.feature_classifier import LinearHeadClassifier, extract_features
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def test_to_cifar_shape_upsamples_and_repeats_the_channel() -> None:
+    grey = torch.zeros(2, 1, 28, 28)
+    grey[0] = 0.25                     # a constant image stays constant under bilinear resize
+    grey[1, :, :, 14:] = 1.0           # left half black, right half white
+    out = to_cifar_shape(grey)
+    assert out.shape == (2, 3, 32, 32)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    assert torch.allclose(out[0], torch.full((3, 32, 32), 0.25))
+    assert out[1, 0, :, 0].max() == 0 and out[1, 0, :, -1].min() == 1
+    colour = torch.rand(1, 3, 32, 32)
+    assert torch.equal(to_cifar_shape(colour), colour)
+    with pytest.raises(ValueError, match="images"):
+        to_cifar_shape(torch.zeros(2, 28, 28))
+
+
+def test_class_subset_keeps_the_animals_and_relabels_them() -> None:
+    labels = torch.tensor([2, 0, 7, 9, 3, 5])
+    data = ImageDataset("cifar10", "val", torch.arange(6.0).view(6, 1, 1, 1).expand(6, 3, 2, 2)
+                        .contiguous(), labels, tuple(str(i) for i in range(10)),
+                        torch.tensor([10, 11, 12, 13, 14, 15]))
+    sub = class_subset(data, ANIMALS, "cifar6")
+    # ANIMALS = (2, 3, 4, 5, 6, 7): 2 -> 0, 7 -> 5, 3 -> 1, 5 -> 3
+    assert sub.labels.tolist() == [0, 5, 1, 3]
+    assert sub.indices.tolist() == [10, 12, 14, 15]
+    assert sub.images[:, 0, 0, 0].tolist() == [0.0, 2.0, 4.0, 5.0]
+    assert sub.classes == ("2", "3", "4", "5", "6", "7")
+
+
+def test_plans_shrink_from_full_to_tiny() -> None:
+    full, quick, tiny = (Plan.make(n) for n in ("full", "quick", "tiny"))
+    assert full.pgd_steps == 40 and full.train_limit is None and full.epochs == 12
+    assert tiny.train_limit < quick.train_limit
+    assert tiny.pgd_steps < quick.pgd_steps < full.pgd_steps
+    assert tiny.robust_n < quick.robust_n < full.robust_n
+    with pytest.raises(ValueError, match="plan"):
+        Plan.make("huge")
+
+
+def test_pct_and_zhou_checks() -> None:
+    assert pct(0.95944) == 95.94 and pct(None) is None and pct(float("nan")) is None
+    val = split_indices("cifar10", "val")[:5].tolist()
+    train = split_indices("cifar10", "train")[:1].tolist()
+    assert zhou_checks({"val_indices": val}) == ["True", "False", "False"]
+    assert zhou_checks({"val_indices": val + train})[:2] == ["False", "True"]
+    assert zhou_checks({}) == ["unknown"] * 3
+
+
+def test_accept_ood_attack_raises_the_msp_within_the_ball() -> None:
+    torch.manual_seed(0)
+    model = LinearHeadClassifier(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)).eval()
+    det = MSPDetector(model, threshold=0.99)
+    x = torch.rand(8, 3, 32, 32)
+    eps = 4 / 255
+    x_adv = attack(det, "accept-ood", x, eps, steps=5, seed=0)
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    before, after = det.score_batches(x), det.score_batches(x_adv)
+    assert (after > before).all()
+    x_rej = attack(det, "reject-id", x, eps, steps=5, seed=0)
+    assert (det.score_batches(x_rej) < before).all()
+
+
+def test_cli_lists_the_command_and_rejects_a_missing_backbone(tmp_path: Path) -> None:
+    runner = CliRunner()
+    help_text = runner.invoke(main, ["reproduce", "--help"]).output
+    assert "feature-recon-paper" in help_text
+    result = runner.invoke(main, ["reproduce", "feature-recon-paper", "--out",
+                                  str(tmp_path / "out"), "--backbone", str(tmp_path / "none")])
+    assert result.exit_code != 0
+    assert "--backbone" in result.output and "model.safetensors" in result.output
+
+
+# ---- one tiny run, end to end -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(mirror_dir: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("feature_recon")
+    return out, run_tiny(out, mirror_dir)
+
+
+def run_tiny(out: Path, mirror: Path, **kwargs: Any) -> dict[str, Any]:
+    threads = torch.get_num_threads()
+    # one thread: the tiny run is thousands of small ops, which lose more to thread
+    # synchronisation than they gain from a second core (badly so on a shared machine)
+    torch.set_num_threads(1)
+    try:
+        return reproduce_feature_recon_paper(out, plan="tiny", seed=0, mirror=mirror,
+                                             progress=False, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _markdown_row(cells: list[Any]) -> str:
+    # exactly how Report renders a Markdown table row (escapes included)
+    return "| " + " | ".join(_inline_markdown(format_cell(c), in_table=True)
+                             for c in cells) + " |"
+
+
+@pytest.mark.slow
+def test_report_holds_every_table_and_figure(tiny_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = tiny_run
+    html = (out / "report.html").read_text()
+    markdown = (out / "report.md").read_text()
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["tables"] == json.loads(json.dumps(results["tables"]))
+    assert set(on_disk["tables"]) == set(TABLE_IDS)
+    for table_id, table in on_disk["tables"].items():
+        assert f'<table id="{table_id}">' in html
+        lines = set(markdown.splitlines())
+        assert _markdown_row(table["header"]) in lines, table_id
+        for row in table["rows"]:
+            assert _markdown_row(row) in lines, (table_id, row)
+    expected = {"roc-far", "roc-near", "roc-anomaly", "examples-cifar10", "examples-cifar6"}
+    expected |= {f"hist-{b}-{d}" for b in ("cifar10", "cifar6") for d in DETECTORS}
+    assert set(on_disk["figures"]) == expected
+    for name in expected:
+        assert f'<figure id="{name}">' in html
+        assert f"(figures/{name}.png)" in markdown
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    assert "TINY RUN" in markdown and "Tiny-ImageNet" in markdown
+    assert on_disk["run"]["seed"] == 0 and on_disk["run"]["wall_time_s"] > 0
+    assert any(k.startswith("cifar-10-batches-bin") for k in on_disk["run"]["data_checksums"])
+
+
+@pytest.mark.slow
+def test_every_detector_is_measured_on_every_set(tiny_run: tuple[Path, dict[str, Any]]
+                                                 ) -> None:
+    _, results = tiny_run
+    seen = {(r["backbone"], r["detector"], r["set"]) for r in results["metrics"]}
+    sets10 = {*FAR_OOD, "fgsm:8/255", "far-ood (all)", "anomaly (all)",
+              *(f"{c}:3" for c in ("gaussian-noise", "salt-and-pepper", "brightness",
+                                   "contrast", "pixel-dropout"))}
+    assert seen == ({("cifar10", d, s) for d in DETECTORS for s in sets10}
+                    | {("cifar6", d, "cifar4-vehicles") for d in DETECTORS})
+    table1 = results["tables"]["table1"]["rows"]
+    assert len(table1) == len(DETECTORS)
+    paper = {row[0]: row[1:3] for row in table1}
+    assert paper["Combined Method (combined)"] == [99.90, 95.94]
+    assert paper["Simple Autoencoder (pixel_autoencoder)"] == [15.89, 70.84]
+    for r in results["metrics"]:
+        assert 0 <= r["auroc"] <= 1 and 0 <= r["tnr"] <= 1
+        assert r["n_ood"] == (32 * 6 if r["pooled"] else 32)
+
+
+@pytest.mark.slow
+def test_attacks_only_ever_hurt_the_detectors(tiny_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = tiny_run
+    rob = results["robustness"]
+    assert {(r["backbone"], r["detector"], round(r["epsilon"] * 255)) for r in rob} == {
+        (b, d, e) for b in ("cifar10", "cifar6") for d in DETECTORS for e in (1, 8)}
+    for r in rob:
+        # ID scores can only fall and OOD scores only rise, so AUROC cannot improve
+        assert r["auroc_both_attacked"] <= r["auroc_clean"] + 1e-12, r
+        assert r["auroc_ood_attacked"] <= r["auroc_clean"] + 1e-12, r
+        assert r["ood_accepted_attacked"] >= r["ood_accepted_clean"], r
+        assert r["grad_nonzero"] > 0.5, r
+        assert any("eps=0 reproduces clean: OK" in f for f in r["sanity"])
+    strong = [r for r in rob if r["epsilon"] > 4 / 255]
+    assert sum(r["auroc_both_attacked"] < r["auroc_clean"] - 0.01 for r in strong) >= 7
+
+
+@pytest.mark.slow
+def test_zhou_normal_fits_use_validation_images_only(tiny_run: tuple[Path, dict[str, Any]],
+                                                     mirror_dir: Path) -> None:
+    out, results = tiny_run
+    val_split = split_indices("cifar10", "val")
+    train_split = set(split_indices("cifar10", "train").tolist())
+    val = load_dataset("cifar10", "val", mirror=mirror_dir)
+    position = {int(i): p for p, i in enumerate(val.indices.tolist())}
+    for key, folder in (("cifar10", "backbone"), ("cifar6", "backbone6")):
+        fit = results["zhou_fit"][key]
+        saved = json.loads((out / "detectors" / key / "zhou" / "zhou.json").read_text())
+        assert saved["fit_record"]["val_indices"] == fit["val_indices"]
+        idx = fit["val_indices"]
+        assert len(idx) == fit["n_val"] == 64 and len(set(idx)) == 64
+        assert set(idx) <= set(val_split.tolist()) and not set(idx) & train_split
+        # the fingerprint proves which images the features came from
+        model = load_backbone(out / folder)
+        images = val.images[[position[i] for i in idx]]
+        assert fingerprint(extract_features(model, images)) == fit["val_sha256"]
+        if key == "cifar6":
+            assert all(int(val.labels[position[i]]) in ANIMALS for i in idx)
+    row = {r[0]: r for r in results["tables"]["zhou-fit"]["rows"]}
+    assert row["cifar10"][3:6] == ["True", "False", "False"]
+
+
+@pytest.mark.slow
+def test_a_folder_of_another_plan_is_refused(tiny_run: tuple[Path, dict[str, Any]],
+                                             mirror_dir: Path) -> None:
+    out, _ = tiny_run
+    with pytest.raises(ValueError, match="use another --out"):
+        reproduce_feature_recon_paper(out, plan="quick", mirror=mirror_dir, progress=False)
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_everything_and_gives_the_same_tables(
+        tiny_run: tuple[Path, dict[str, Any]], mirror_dir: Path) -> None:
+    out, first = tiny_run
+    again = run_tiny(out, mirror_dir)
+    assert all(again["backbones"][k]["reused"] for k in ("cifar10", "cifar6"))
+    assert all(again["zhou_fit"][k]["cached"] for k in ("cifar10", "cifar6"))
+    assert not any(first["zhou_fit"][k]["cached"] for k in ("cifar10", "cifar6"))
+    for table in ("table1", "metrics", "robustness", "odin", "zhou-fit", "sets"):
+        assert again["tables"][table] == first["tables"][table], table
+
+
+@pytest.mark.slow
+def test_a_given_backbone_is_used_as_is(tiny_run: tuple[Path, dict[str, Any]],
+                                        mirror_dir: Path, tmp_path: Path) -> None:
+    out, first = tiny_run
+    results = run_tiny(tmp_path / "other", mirror_dir, backbone_dir=out / "backbone")
+    info = results["backbones"]["cifar10"]
+    assert info["given"] and info["sha256"] == first["backbones"]["cifar10"]["sha256"]
+    assert not (tmp_path / "other" / "backbone").exists()
+    # same backbone, same seed: the detectors fitted afresh score exactly as before
+    ours = [r for r in results["metrics"] if r["backbone"] == "cifar10"]
+    theirs = [r for r in first["metrics"] if r["backbone"] == "cifar10"]
+    assert [(r["set"], r["auroc"], r["tnr"]) for r in ours] == [
+        (r["set"], r["auroc"], r["tnr"]) for r in theirs]
