@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from basin.models.cifar import CifarNormalize, check_cifar_images
+from basin.models.feature_classifier import LinearHeadMixin
 
 WHITEN_KERNEL = 2
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL ** 2
@@ -69,7 +70,7 @@ class _ConvBlock(nn.Module):
         return self.act(self.norm2(self.conv2(x)))
 
 
-class AirbenchNet(nn.Module):
+class AirbenchNet(LinearHeadMixin, nn.Module):
     """The airbench94 convnet as a :class:`~basin.models.feature_classifier.FeatureClassifier`.
 
     Args:
@@ -119,18 +120,6 @@ class AirbenchNet(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         x = self.act(self.whiten(self.normalize(x)))
         return self.pool(self.blocks(x)).flatten(1)
-
-    def logits_from_features(self, f: Tensor) -> Tensor:
-        if f.dim() != 2 or f.shape[1] != self.feature_dim:
-            raise ValueError(f"features: expected shape (N, {self.feature_dim}), "
-                             f"got {tuple(f.shape)}")
-        return self.head(f) * self.logit_scale
-
-    def logits(self, x: Tensor) -> Tensor:
-        return self.logits_from_features(self.features(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits(x)
 
     @torch.no_grad()
     def init_whitening(self, images: Tensor, eps: float = 5e-4) -> None:

@@ -51,7 +51,31 @@ def check_feature_classifier(model: object, name: str = "model") -> FeatureClass
     return model
 
 
-class LinearHeadClassifier(nn.Module):
+class LinearHeadMixin:
+    """``logits_from_features``, ``logits`` and ``forward`` for a module whose class defines
+    ``features(x)`` and a linear ``head`` (optionally scaled by ``logit_scale``).
+
+    Put it before ``nn.Module`` in the bases, so that its ``forward`` is the one used.
+    """
+
+    head: nn.Linear
+    logit_scale: float = 1.0
+
+    def logits_from_features(self, f: Tensor) -> Tensor:
+        dim = self.head.in_features
+        if f.dim() != 2 or f.shape[1] != dim:
+            raise ValueError(f"features: expected shape (N, {dim}), got {tuple(f.shape)}")
+        logits = self.head(f)
+        return logits if self.logit_scale == 1.0 else logits * self.logit_scale
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.logits_from_features(self.features(x))  # type: ignore[attr-defined]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(x)
+
+
+class LinearHeadClassifier(LinearHeadMixin, nn.Module):
     """Adapt a (feature extractor, linear head) pair to :class:`FeatureClassifier`.
 
     Args:
@@ -88,18 +112,6 @@ class LinearHeadClassifier(nn.Module):
             raise ValueError(f"feature_extractor: produced {f.shape[1]} features per input, "
                              f"the head expects {self.head.in_features}")
         return f
-
-    def logits_from_features(self, f: Tensor) -> Tensor:
-        if f.dim() != 2 or f.shape[1] != self.head.in_features:
-            raise ValueError(f"features: expected shape (N, {self.head.in_features}), "
-                             f"got {tuple(f.shape)}")
-        return self.head(f)
-
-    def logits(self, x: Tensor) -> Tensor:
-        return self.logits_from_features(self.features(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits(x)
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from basin.models.cifar import CifarNormalize
+from basin.models.feature_classifier import LinearHeadMixin
 
 
 class _BasicBlock(nn.Module):
@@ -39,7 +40,7 @@ class _BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(LinearHeadMixin, nn.Module):
     """CIFAR ResNet-18 as a :class:`~basin.models.feature_classifier.FeatureClassifier`.
 
     Args:
@@ -98,15 +99,3 @@ class ResNet18(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         x = self.stages(self.stem(self.normalize(x)))
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-    def logits_from_features(self, f: Tensor) -> Tensor:
-        if f.dim() != 2 or f.shape[1] != self.feature_dim:
-            raise ValueError(f"features: expected shape (N, {self.feature_dim}), "
-                             f"got {tuple(f.shape)}")
-        return self.head(f)
-
-    def logits(self, x: Tensor) -> Tensor:
-        return self.logits_from_features(self.features(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.logits(x)
