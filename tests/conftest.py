@@ -7,9 +7,11 @@ marked ``integration`` automatically, so ``pytest -m "not integration"`` skips t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 DEFAULT_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -34,3 +36,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "mirror_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models train many times faster on one thread when the 2-core machine is shared
+    (OpenMP overhead dominates such small matrices); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,7 +8,6 @@ subset of each split).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,12 +50,7 @@ TINY = {"airbench": {"widths": (8, 16, 16), "n_classes": 2},
         "resnet18": {"widths": (8, 8, 16, 16), "n_classes": 2}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def colours(n: int, seed: int, noise: float = 0.15) -> ImageDataset:

@@ -23,12 +23,7 @@ TOY_ARGS = ["--preset", "paper-attractor", "--dataset", "toy", "--widths", WIDTH
             "--seed", "3", "--device", "cpu", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(*args: str):

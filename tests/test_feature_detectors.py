@@ -6,8 +6,6 @@ Tiny synthetic problems where the answer is known in closed form: three Gaussian
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -41,13 +39,7 @@ def clusters(n_per_class: int, seed: int, means: torch.Tensor = MEANS_2D, scale:
     return means[y] + scale * torch.randn(len(y), means.shape[1], generator=gen), y
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models train ~10x faster on one thread when the 2-core machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def model() -> LinearHeadClassifier:

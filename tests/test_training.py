@@ -33,13 +33,7 @@ from basin.utils.io import CheckpointError, load_tensors
 WIDTHS = (12, 10, 8, 6, 8, 10, 12)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread avoids OpenMP overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**changes) -> TrainConfig:

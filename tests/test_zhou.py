@@ -7,8 +7,6 @@ equal isotropic classes (w_c = mu_c, b_c = -|mu_c|^2 / 2), so the MSP model need
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -40,13 +38,7 @@ def ood_features(n: int, seed: int) -> torch.Tensor:
     return centre + 0.5 * torch.randn(n, D, generator=gen)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models train ~10x faster on one thread when the 2-core machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def backbone() -> LinearHeadClassifier:

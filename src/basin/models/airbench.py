@@ -105,14 +105,6 @@ class AirbenchNet(LinearHeadMixin, nn.Module):
         self.pool = nn.MaxPool2d(3)
         self.head = nn.Linear(widths[-1], self._n_classes, bias=False)
 
-    @property
-    def feature_dim(self) -> int:
-        return self.widths[-1]
-
-    @property
-    def n_classes(self) -> int:
-        return self._n_classes
-
     def config(self) -> dict[str, Any]:
         return {"arch": "airbench", "widths": list(self.widths), "n_classes": self._n_classes,
                 "logit_scale": self.logit_scale, "bn_momentum": self.bn_momentum}

@@ -61,6 +61,14 @@ class LinearHeadMixin:
     head: nn.Linear
     logit_scale: float = 1.0
 
+    @property
+    def feature_dim(self) -> int:
+        return self.head.in_features
+
+    @property
+    def n_classes(self) -> int:
+        return self.head.out_features
+
     def logits_from_features(self, f: Tensor) -> Tensor:
         dim = self.head.in_features
         if f.dim() != 2 or f.shape[1] != dim:
@@ -96,14 +104,6 @@ class LinearHeadClassifier(LinearHeadMixin, nn.Module):
             raise TypeError(f"head: expected an nn.Linear, got {type(head).__name__}")
         self.feature_extractor = feature_extractor
         self.head = head
-
-    @property
-    def feature_dim(self) -> int:
-        return self.head.in_features
-
-    @property
-    def n_classes(self) -> int:
-        return self.head.out_features
 
     def features(self, x: Tensor) -> Tensor:
         f = self.feature_extractor(x)

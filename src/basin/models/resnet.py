@@ -84,14 +84,6 @@ class ResNet18(LinearHeadMixin, nn.Module):
             if isinstance(module, _BasicBlock):
                 nn.init.zeros_(module.bn2.weight)
 
-    @property
-    def feature_dim(self) -> int:
-        return self.widths[-1]
-
-    @property
-    def n_classes(self) -> int:
-        return self._n_classes
-
     def config(self) -> dict[str, Any]:
         return {"arch": "resnet18", "n_classes": self._n_classes, "widths": list(self.widths),
                 "blocks": list(self.blocks)}
