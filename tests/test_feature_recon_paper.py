@@ -21,12 +21,12 @@ from basin.cli import main
 from basin.data import ImageDataset, load_dataset, split_indices
 from basin.detectors import MSPDetector
 from basin.detectors.zhou import fingerprint
+from basin.experiments.detector_robustness import attack_detector
 from basin.experiments.feature_recon_paper import (
     ANIMALS,
     DETECTORS,
     FAR_OOD,
     Plan,
-    attack,
     class_subset,
     reproduce_feature_recon_paper,
     to_cifar_shape,
@@ -91,12 +91,12 @@ def test_accept_ood_attack_raises_the_msp_within_the_ball() -> None:
     det = MSPDetector(model, threshold=0.99)
     x = torch.rand(8, 3, 32, 32)
     eps = 4 / 255
-    x_adv = attack(det, "accept-ood", x, eps, steps=5, seed=0)
+    x_adv = attack_detector(det, "accept-ood", x, eps, steps=5, seed=0)
     assert (x_adv - x).abs().max() <= eps + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     before, after = det.score_batches(x), det.score_batches(x_adv)
     assert (after > before).all()
-    x_rej = attack(det, "reject-id", x, eps, steps=5, seed=0)
+    x_rej = attack_detector(det, "reject-id", x, eps, steps=5, seed=0)
     assert (det.score_batches(x_rej) < before).all()
 
 

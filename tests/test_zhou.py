@@ -181,6 +181,9 @@ def test_combined_follows_its_rule(fitted: tuple[ZhouDetector, torch.Tensor],
                     + (parts["msp"] - m_val.mean()) / m_val.std())
     np.testing.assert_allclose(parts["combined"], expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(comb.score_features(x), comb.score(x))
+    # score() shares one backbone pass between the parts: same numbers as score_parts
+    np.testing.assert_allclose(comb.score(x).detach().double().numpy(), parts["combined"],
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_combined_uses_zhous_held_out_split(backbone: LinearHeadClassifier) -> None:

@@ -123,6 +123,9 @@ class CombinedDetector(Detector):
         return self.zhou.score_parts(x)["log_p"]
 
     def score(self, x: Tensor) -> Tensor:
+        if self.zhou.model is self.msp.model:
+            # one backbone pass serves both parts (half the cost under attack)
+            return self.score_features(self.zhou.model.features(x))
         return self._combine(self._zhou_log(x), self.msp.score(x))
 
     def score_features(self, f: Tensor) -> Tensor:

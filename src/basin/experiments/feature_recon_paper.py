@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from basin.attacks import FGSM, PGD, gradient_nonzero_fraction, make_objective, sanity_flags
+from basin.attacks import FGSM, make_objective
 from basin.corruptions import corrupt
 from basin.data import ImageDataset, load_dataset, mirror_checksums
 from basin.data.registry import CIFAR10_CLASSES
@@ -56,10 +57,12 @@ from basin.detectors import (
     ZhouDetector,
     threshold_for_acceptance,
 )
-from basin.metrics import ece, ood_metrics
+from basin.experiments.detector_robustness import RobustnessSettings, detector_robustness
+from basin.metrics import ece
 from basin.models.cifar import build_backbone, load_backbone
 from basin.models.feature_classifier import extract_features
 from basin.training.backbone import default_backbone_config, train_backbone
+from basin.training.backbone_aug import resolve_precision
 from basin.utils.io import atomic_write_json, read_json
 from basin.utils.runinfo import run_record
 
@@ -73,6 +76,8 @@ DETECTORS = ("msp", "odin", "energy", "mahalanobis", "pixel_autoencoder", "zhou"
 ROBUST_FAR = "fashion-mnist"
 ACCEPTANCE = 0.95
 BATCH = 250
+ATTACK_FIELDS = ("robust_n", "pgd_steps", "robust_eps", "square_n", "square_queries",
+                 "attack_precision")
 
 
 @dataclass
@@ -100,6 +105,9 @@ class Plan:
     robust_n: int = 500
     pgd_steps: int = 40
     robust_eps: tuple[float, ...] = (1 / 255, 8 / 255)
+    square_n: int = 100
+    square_queries: int = 300
+    attack_precision: str = "auto"                   # bf16 autocast for attack steps if native
 
     @classmethod
     def make(cls, name: str, seed: int = 0) -> Plan:
@@ -110,14 +118,14 @@ class Plan:
                        test_limit=1000, ood_limit=300, near_limit=500, anomaly_limit=300,
                        odin_n=100, odin_temperatures=(1.0, 100.0, 1000.0),
                        odin_epsilons=(0.0, 0.0014, 0.0028), ae_epochs=2, zhou_epochs=10,
-                       robust_n=64, pgd_steps=10)
+                       robust_n=64, pgd_steps=10, square_n=32, square_queries=100)
         if name == "tiny":
             return cls("tiny", seed, widths=(16, 32, 32), train_limit=256, epochs=1, epochs6=1,
                        batch_size=128, val_limit=64, test_limit=64, ood_limit=32,
                        near_limit=32, anomaly_limit=32, odin_n=32,
                        odin_temperatures=(1.0, 1000.0), odin_epsilons=(0.0, 0.0014),
                        ae_epochs=1, zhou_epochs=2, zhou_hidden=(32, 32), robust_n=16,
-                       pgd_steps=3)
+                       pgd_steps=3, square_n=8, square_queries=20)
         raise ValueError(f"plan: expected 'full', 'quick' or 'tiny', got {name!r}")
 
 
@@ -236,7 +244,9 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
     """Fit (or load from the cache folder) every detector; set thresholds on validation."""
     model, cache = run.model, run.folder
     hidden = plan.zhou_hidden
-    key = {"backbone_sha256": run.info["sha256"], "plan": asdict(plan)}
+    # the attack settings do not change what is fitted, so they stay out of the cache key
+    key = {"backbone_sha256": run.info["sha256"],
+           "plan": {k: v for k, v in asdict(plan).items() if k not in ATTACK_FIELDS}}
     cached = (cache / "key.json").is_file() and read_json(cache / "key.json") == \
         _jsonable(key)
     msp = MSPDetector(model)
@@ -306,54 +316,19 @@ def add_set(run: BackboneRun, name: str, kind: str, x: Tensor) -> None:
 
 
 # ---- robustness -----------------------------------------------------------------------------
-def attack(det: Detector, objective_name: str, x: Tensor, eps: float, steps: int,
-           seed: int) -> Tensor:
-    """PGD on ``objective_name`` (accept-ood / reject-id), keeping each input's best iterate.
-
-    The objective's success test is dropped: with it PGD would keep the first iterate that
-    crosses the threshold, however weakly, and threshold-free metrics (AUROC, FPR95) would
-    not see the strongest perturbation found.
-    """
-    objective = replace(make_objective(objective_name, detector=det), success_fn=None)
-    out = [PGD(objective, eps, steps=steps, seed=seed + i).perturb(x[i:i + BATCH])
-           for i in range(0, len(x), BATCH)]
-    return torch.cat(out) if out else x
-
-
-def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_name: str
-               ) -> None:
-    """PGD through every detector's own score: ID pushed to rejection, OOD to acceptance."""
-    for name, det in run.detectors.items():
-        t = float(det.threshold)
-        s_id = det.score_batches(x_id, BATCH).double().cpu()
-        s_ood = det.score_batches(x_ood, BATCH).double().cpu()
-        clean = ood_metrics(s_id, s_ood, t)
-        correct = float(((s_id >= t).sum() + (s_ood < t).sum()) / (len(s_id) + len(s_ood)))
-        grad = min(gradient_nonzero_fraction(make_objective(o, detector=det), x[:64])
-                   for o, x in (("reject-id", x_id), ("accept-ood", x_ood)))
-        for eps in plan.robust_eps:
-            # the clean input lies in the ball too: an attacker never does worse than it
-            a_id = torch.minimum(s_id, det.score_batches(attack(
-                det, "reject-id", x_id, eps, plan.pgd_steps, plan.seed), BATCH).double().cpu())
-            a_ood = torch.maximum(s_ood, det.score_batches(attack(
-                det, "accept-ood", x_ood, eps, plan.pgd_steps, plan.seed + 10_000), BATCH
-            ).double().cpu())
-            ood_only, both = ood_metrics(s_id, a_ood, t), ood_metrics(a_id, a_ood, t)
-            attacked = float(((a_id >= t).sum() + (a_ood < t).sum()) / (len(a_id) + len(a_ood)))
-            eps0 = det.score_batches(attack(det, "reject-id", x_id, 0.0, 1, plan.seed), BATCH)
-            eps0_correct = float(((eps0.double().cpu() >= t).sum() + (s_ood < t).sum())
-                                 / (len(s_id) + len(s_ood)))
-            run.robustness.append({
-                "backbone": run.key, "detector": name, "ood_set": ood_name, "epsilon": eps,
-                "steps": plan.pgd_steps, "n_id": len(x_id), "n_ood": len(x_ood),
-                "auroc_clean": clean["auroc"], "auroc_ood_attacked": ood_only["auroc"],
-                "auroc_both_attacked": both["auroc"], "fpr95_clean": clean["fpr_at_95_tpr"],
-                "fpr95_ood_attacked": ood_only["fpr_at_95_tpr"],
-                "fpr95_both_attacked": both["fpr_at_95_tpr"],
-                "ood_accepted_clean": clean["fpr"], "ood_accepted_attacked": ood_only["fpr"],
-                "id_rejected_clean": 1 - clean["recall"],
-                "id_rejected_attacked": 1 - both["recall"], "grad_nonzero": grad,
-                "sanity": sanity_flags(correct, eps0_correct, {"pgd": attacked}, {}, grad)})
+def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_name: str, *,
+               progress: bool = False) -> None:
+    """PGD (and Square) through every detector's own score: ID to rejection, OOD to acceptance."""
+    device = x_id.device
+    settings = RobustnessSettings(
+        epsilons=plan.robust_eps, steps=plan.pgd_steps, square_n=plan.square_n,
+        square_queries=plan.square_queries,
+        precision=resolve_precision(plan.attack_precision, device), seed=plan.seed, batch=BATCH)
+    names = list(run.detectors)
+    for name in tqdm(names, desc=f"attacks ({run.key})", disable=not progress):
+        for record in detector_robustness(run.detectors[name], x_id, x_ood, settings):
+            run.robustness.append({"backbone": run.key, **record, "detector": name,
+                                   "ood_set": ood_name})
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
@@ -408,7 +383,8 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
     lap("scoring")
     x_id = test.subset(plan.robust_n, seed=plan.seed).images.to(device)
     x_ood = robust_ood[:plan.robust_n].to(device)
-    robustness(run, plan, x_id, x_ood, "cifar4-vehicles" if key == "cifar6" else ROBUST_FAR)
+    robustness(run, plan, x_id, x_ood, "cifar4-vehicles" if key == "cifar6" else ROBUST_FAR,
+               progress=progress)
     lap("attacks")
     run.info["timings_s"] = {k: round(v, 1) for k, v in clock.items() if k != "_"}
     return run
@@ -418,11 +394,18 @@ def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str 
                                   seed: int = 0, mirror: str | os.PathLike[str] | None = None,
                                   device: torch.device | None = None,
                                   backbone_dir: str | os.PathLike[str] | None = None,
+                                  attack_precision: str | None = None,
                                   progress: bool = True) -> dict[str, Any]:
-    """Run the whole reproduction (``plan``: full, quick, tiny); returns results.json's dict."""
+    """Run the whole reproduction (``plan``: full, quick, tiny); returns results.json's dict.
+
+    ``attack_precision`` (``auto``, ``bf16``, ``fp32``) overrides the plan's precision of the
+    PGD and Square search steps; metrics are always scored in fp32.
+    """
     from basin.experiments.feature_recon_report import write_feature_recon_report
 
     the_plan = Plan.make(plan, seed)
+    if attack_precision is not None:
+        the_plan = replace(the_plan, attack_precision=attack_precision)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
@@ -432,12 +415,14 @@ def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str 
                          "basin train-backbone)")
     out.mkdir(parents=True, exist_ok=True)
     device = device or torch.device("cpu")
+    precision = resolve_precision(the_plan.attack_precision, device)  # bad values fail early
     start = time.perf_counter()
     runs = {key: evaluate_backbone_run(key, the_plan, out, mirror=mirror, device=device,
                                        progress=progress,
                                        backbone_dir=given if key == "cifar10" else None)
             for key in ("cifar10", "cifar6")}
     record = run_record({"plan": asdict(the_plan), "device": str(device),
+                         "attack_precision": precision,
                          "backbone": str(given) if given else None,
                          "near_ood_split": {"id": [CIFAR10_CLASSES[k] for k in ANIMALS],
                                             "ood": [CIFAR10_CLASSES[k] for k in VEHICLES]}},

@@ -116,18 +116,23 @@ def build_tables(plan: Plan, runs: dict[str, BackboneRun], records: list[dict[st
         "caption": f"PGD (L-inf, {plan.pgd_steps} steps, 1 restart) through each detector's "
                    "own score: OOD inputs pushed to acceptance (accept-ood), ID inputs to "
                    "rejection (reject-id); AUROC and FPR@95%TPR (%) clean, with only the OOD "
-                   "side attacked, and with both sides attacked",
+                   "side attacked, and with both sides attacked. Last column: the black-box "
+                   f"check at the largest epsilon, Square ({plan.square_queries} queries) on "
+                   f"the first {plan.square_n} inputs per side against PGD on the same inputs "
+                   "(right decisions, %; Square above PGD = suspected gradient masking). "
+                   f"Attack steps in {plan.attack_precision} precision (auto: bf16 where "
+                   "native), every reported score in fp32",
         "header": ["backbone", "OOD set", "detector", "epsilon", "n ID / OOD", "AUROC clean",
                    "AUROC OOD attacked", "AUROC both attacked", "FPR95 clean",
                    "FPR95 OOD attacked", "FPR95 both attacked", "OOD accepted clean",
-                   "OOD accepted attacked", "grad non-zero"],
+                   "OOD accepted attacked", "grad non-zero", "right: PGD / Square"],
         "rows": [[r["backbone"], r["ood_set"], r["detector"],
                   figures.format_epsilon(r["epsilon"]), f"{r['n_id']} / {r['n_ood']}",
                   pct(r["auroc_clean"]), pct(r["auroc_ood_attacked"]),
                   pct(r["auroc_both_attacked"]), pct(r["fpr95_clean"]),
                   pct(r["fpr95_ood_attacked"]), pct(r["fpr95_both_attacked"]),
                   pct(r["ood_accepted_clean"]), pct(r["ood_accepted_attacked"]),
-                  pct(r["grad_nonzero"])] for r in rob]}
+                  pct(r["grad_nonzero"]), _square_cell(r)] for r in rob]}
     tables["odin"] = {
         "caption": "ODIN's temperature and preprocessing step, tuned on validation data only "
                    "(ID validation images and uniform noise of the noise val split; criterion "
@@ -255,6 +260,13 @@ def _record_text(record: dict[str, Any]) -> str:
     return json.dumps(record, indent=1, sort_keys=True, default=str)
 
 
+def _square_cell(r: dict[str, Any]) -> str:
+    if "square_correct" not in r:
+        return "-"
+    return (f"{pct(r['pgd_correct_on_square_subset'])} / {pct(r['square_correct'])} "
+            f"(n={r['square_n']})")
+
+
 def write_feature_recon_report(out: Path, plan: Plan, runs: dict[str, BackboneRun],
                                record: dict[str, Any]) -> dict[str, Any]:
     records = metric_records(runs)
@@ -288,7 +300,7 @@ def write_feature_recon_report(out: Path, plan: Plan, runs: dict[str, BackboneRu
         if key == "robustness":
             report.paragraph(ATOM_REFERENCE)
             report.paragraph("Sanity checks (eps = 0 reproduces clean; input gradients "
-                             "non-zero; no black-box attack was run):")
+                             "non-zero; the Square attack does not beat PGD):")
             report.bullets(sanity or ["no attacks"])
     report.heading("Figures")
     add_figures(report, runs)
