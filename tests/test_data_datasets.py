@@ -25,7 +25,7 @@ from basin.data import (
     verify_dataset,
 )
 from basin.data import datasets as datasets_module
-from basin.data.checksums import SHA256
+from basin.data.checksums import MD5, SHA256
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -224,9 +224,12 @@ def test_subset_is_a_nested_seeded_sample() -> None:
 
 def test_registry_describes_every_dataset() -> None:
     assert dataset_names() == ["mnist", "fashion-mnist", "cifar10", "cifar10-bw", "notmnist",
-                               "omniglot", "uniform-noise", "gaussian-noise"]
+                               "omniglot", "tiny-imagenet", "tiny-imagenet-resize",
+                               "uniform-noise", "gaussian-noise"]
     for name in dataset_names():
         info = dataset_info(name)
         assert set(info.splits) == set(info.sizes) == set(info.split_files)
         assert set(info.files) == {f for files in info.split_files.values() for f in files}
-        assert all(f in SHA256 for f in info.files)
+        # every file has exactly one checksum; MD5 only for the optional sets without a SHA-256
+        assert all((f in SHA256) != (f in MD5) for f in info.files)
+        assert all(f in SHA256 for f in info.files) or info.optional

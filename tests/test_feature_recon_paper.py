@@ -21,20 +21,20 @@ from basin.cli import main
 from basin.data import ImageDataset, load_dataset, split_indices
 from basin.detectors import MSPDetector
 from basin.detectors.zhou import fingerprint
+from basin.experiments.cifar_sets import ANIMALS, FAR_OOD, class_subset, to_cifar_shape
 from basin.experiments.detector_robustness import attack_detector
 from basin.experiments.feature_recon_paper import (
-    ANIMALS,
     DETECTORS,
-    FAR_OOD,
     Plan,
-    class_subset,
     reproduce_feature_recon_paper,
-    to_cifar_shape,
 )
 from basin.experiments.feature_recon_report import TABLE_IDS, pct, zhou_checks
 from basin.experiments.report import _inline_markdown, format_cell
 from basin.models.cifar import load_backbone
 from basin.models.feature_classifier import LinearHeadClassifier, extract_features
+from tiny_imagenet_fakes import LABELS as TINY_LABELS
+from tiny_imagenet_fakes import ZIP as TINY_ZIP
+from tiny_imagenet_fakes import register, tiny_zip
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -257,3 +257,36 @@ def test_a_given_backbone_is_used_as_is(tiny_run: tuple[Path, dict[str, Any]],
     theirs = [r for r in first["metrics"] if r["backbone"] == "cifar10"]
     assert [(r["set"], r["auroc"], r["tnr"]) for r in ours] == [
         (r["set"], r["auroc"], r["tnr"]) for r in theirs]
+
+
+@pytest.mark.slow
+def test_tiny_imagenet_joins_when_present(tiny_run: tuple[Path, dict[str, Any]],
+                                          mirror_dir: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # a mirror with every real file plus a fake tiny-imagenet-200.zip of 6 images
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for entry in mirror_dir.iterdir():
+        (mirror / entry.name).symlink_to(entry)
+    archive = tiny_zip()
+    (mirror / TINY_ZIP).write_bytes(archive)
+    register(monkeypatch, "tiny-imagenet", TINY_ZIP, archive, len(TINY_LABELS))
+    out, first = tiny_run
+    results = run_tiny(tmp_path / "with-tiny", mirror, backbone_dir=out / "backbone")
+    tiny = [r for r in results["metrics"] if r["set"] == "tiny-imagenet"]
+    assert {r["detector"] for r in tiny} == set(DETECTORS)
+    assert all(r["backbone"] == "cifar10" and r["n_ood"] == len(TINY_LABELS) for r in tiny)
+    header = results["tables"]["table1"]["header"]
+    assert "basin Tiny-ImageNet acc." in header and "basin Tiny-ImageNet AUROC" in header
+    col = header.index("basin Tiny-ImageNet AUROC")
+    by_det = {r["detector"]: r for r in tiny}
+    for det, row in zip(DETECTORS, results["tables"]["table1"]["rows"], strict=True):
+        assert row[col] == pct(by_det[det]["auroc"])
+    assert any(k.startswith(TINY_ZIP) for k in results["run"]["data_checksums"])
+    markdown = (tmp_path / "with-tiny" / "report.md").read_text()
+    assert "is not in the data mirror" not in markdown
+    # the other sets are scored exactly as in the run without it
+    pairs = {(r["detector"], r["set"]): r["auroc"] for r in first["metrics"]
+             if r["backbone"] == "cifar10" and not r["pooled"]}
+    assert all(r["auroc"] == pairs[(r["detector"], r["set"])] for r in results["metrics"]
+               if r["backbone"] == "cifar10" and not r["pooled"] and r["set"] != "tiny-imagenet")

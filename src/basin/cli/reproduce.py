@@ -3,15 +3,57 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from basin.cli.options import device_option, mirror_option, seed_option
 
+if TYPE_CHECKING:
+    import torch
+
+# basin.training.backbone_aug.PRECISIONS, spelt out so that --help does not import torch
+ATTACK_PRECISIONS = ("auto", "bf16", "fp32")
+
 
 @click.group()
 def reproduce() -> None:
     """Reproduce a paper end to end (train or reuse, evaluate, write a report)."""
+
+
+def run_reproduction(run: Callable[[torch.device], dict[str, Any]], *, out_dir: str,
+                     device: str | None, seed: int, threads: int,
+                     errors: tuple[type[Exception], ...], echo_sanity: bool = False) -> None:
+    """What every ``reproduce`` command does around ``run(torch_device)``.
+
+    A bad ``--device`` is a usage error (exit 2); ``errors`` raised by the run become a
+    one-line message (exit 1) rather than a traceback. The summary (and with
+    ``echo_sanity`` the sanity flags) is echoed, then where the report is.
+    """
+    import torch
+
+    from basin.utils.device import resolve_device
+    from basin.utils.seed import seed_everything
+
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if threads:
+        torch.set_num_threads(threads)
+    seed_everything(seed)
+    start = time.perf_counter()
+    try:
+        results = run(dev)
+    except errors as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in results["summary"]:
+        click.echo(line.replace("**", ""))
+    if echo_sanity:
+        for line in results["sanity"]:
+            click.echo(f"sanity: {line}")
+    click.echo(f"report: {out_dir}/report.html ({time.perf_counter() - start:.0f} s)")
 
 
 @reproduce.command("attractor-paper")
@@ -20,33 +62,26 @@ def reproduce() -> None:
                    "already there with the same config are reused.")
 @click.option("--quick", is_flag=True, help="Reduced data and epochs (minutes, labelled as "
                                             "such in the report).")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="CPU threads for torch (0: torch's default, all cores). These MLPs are "
+                   "small enough that one thread is faster than two, most of all on a "
+                   "shared machine; recorded in results.json.")
 @seed_option
 @device_option
 @mirror_option
-def attractor_paper(out_dir: str, quick: bool, seed: int, device: str | None,
+def attractor_paper(out_dir: str, quick: bool, threads: int, seed: int, device: str | None,
                     mirror: str | None) -> None:
     """Alipour & SeyyedSalehi: attractor networks for OOD rejection under attack (MNIST)."""
     from basin.data import DatasetError
     from basin.experiments.attractor_paper import reproduce_attractor_paper
     from basin.training.run import RunExistsError
-    from basin.utils.device import resolve_device
     from basin.utils.io import CheckpointError
-    from basin.utils.seed import seed_everything
 
-    try:
-        dev = resolve_device(device)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    seed_everything(seed)
-    start = time.perf_counter()
-    try:
-        results = reproduce_attractor_paper(out_dir, quick=quick, seed=seed, mirror=mirror,
-                                            device=dev)
-    except (RunExistsError, CheckpointError, DatasetError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    for line in results["summary"]:
-        click.echo(line.replace("**", ""))
-    click.echo(f"report: {out_dir}/report.html ({time.perf_counter() - start:.0f} s)")
+    run_reproduction(
+        lambda dev: reproduce_attractor_paper(out_dir, quick=quick, seed=seed, mirror=mirror,
+                                              device=dev),
+        out_dir=out_dir, device=device, seed=seed, threads=threads,
+        errors=(RunExistsError, CheckpointError, DatasetError, ValueError))
 
 
 @reproduce.command("feature-recon-paper")
@@ -61,37 +96,25 @@ def attractor_paper(out_dir: str, quick: bool, seed: int, device: str | None,
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads for torch (0: torch's default, all cores; 1 is faster on a "
                    "machine shared with other jobs).")
+@click.option("--attack-precision", type=click.Choice(ATTACK_PRECISIONS), default="auto",
+              show_default=True,
+              help="Precision of the PGD attacks on the detectors: auto is bf16 autocast "
+                   "where the hardware runs it natively, else fp32.")
 @seed_option
 @device_option
 @mirror_option
 def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, threads: int,
-                        seed: int, device: str | None, mirror: str | None) -> None:
+                        attack_precision: str, seed: int, device: str | None,
+                        mirror: str | None) -> None:
     """Mulé & Shaner: feature reconstruction + MSP for OOD and anomaly detection (CIFAR-10)."""
-    import torch
-
     from basin.data import DatasetError
     from basin.detectors import DetectorError
     from basin.experiments.feature_recon_paper import reproduce_feature_recon_paper
-    from basin.utils.device import resolve_device
     from basin.utils.io import CheckpointError
-    from basin.utils.seed import seed_everything
 
-    try:
-        dev = resolve_device(device)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    if threads:
-        torch.set_num_threads(threads)
-    seed_everything(seed)
-    start = time.perf_counter()
-    try:
-        results = reproduce_feature_recon_paper(out_dir, plan="quick" if quick else "full",
-                                                seed=seed, mirror=mirror, device=dev,
-                                                backbone_dir=backbone_dir)
-    except (CheckpointError, DatasetError, DetectorError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    for line in results["summary"]:
-        click.echo(line.replace("**", ""))
-    for line in results["sanity"]:
-        click.echo(f"sanity: {line}")
-    click.echo(f"report: {out_dir}/report.html ({time.perf_counter() - start:.0f} s)")
+    run_reproduction(
+        lambda dev: reproduce_feature_recon_paper(
+            out_dir, plan="quick" if quick else "full", seed=seed, mirror=mirror, device=dev,
+            backbone_dir=backbone_dir, attack_precision=attack_precision),
+        out_dir=out_dir, device=device, seed=seed, threads=threads,
+        errors=(CheckpointError, DatasetError, DetectorError, ValueError), echo_sanity=True)

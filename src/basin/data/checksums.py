@@ -5,6 +5,12 @@ The keys are paths relative to the mirror root (``/work/shared/data`` layout), w
 the mirror's recompressed ``.gz`` files and plain uncompressed copies all verify against the
 same table. CIFAR-10's ``batches.meta.txt`` is deliberately absent: the official tarball's
 copy differs from the mirror's in trailing blank lines, and basin hard-codes the class names.
+
+The optional sets that the mirror lacks (Tiny-ImageNet) have no published SHA-256: only the
+MD5 that public loaders pin for the downloadable archive. Those files are listed in
+:data:`MD5` instead, hashed as published (the archive's own bytes, never its decompressed
+content). MD5 still catches truncated or corrupted downloads; it is no proof against a
+deliberately forged file.
 """
 
 from __future__ import annotations
@@ -50,3 +56,14 @@ SHA256: dict[str, str] = {
         "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
 }
 """Relative file path -> sha256 hex digest of its uncompressed content (treat as read-only)."""
+
+MD5: dict[str, str] = {
+    # the MD5 that public Tiny-ImageNet loaders pin for the cs231n zip (the site publishes none)
+    "tiny-imagenet-200.zip": "90528d7ca1a48142e341f4ef8d21d0de",
+    # the MD5 that public OOD loaders (e.g. pytorch-ood) pin for ODIN's resized Tiny-ImageNet
+    "Imagenet_resize.tar.gz": "0f9ff11d45babf2eff5fe12281d1ac31",
+}
+"""Relative file path -> MD5 hex digest of the file exactly as published (treat as read-only).
+
+Only for files that no SHA-256 is published for; a path is in :data:`SHA256` or here, not both.
+"""

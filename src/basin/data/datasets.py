@@ -4,6 +4,9 @@ Decoding is memoised per process (``functools.lru_cache`` keyed on the loader ki
 file's path, size and mtime), keeping the official files' pixels as read-only uint8 arrays;
 each call then converts only the requested split to float32, so repeated loads are cheap and
 callers may modify what they get back.
+
+The optional Tiny-ImageNet sets are not in the offline mirror; :func:`is_available` says,
+without downloading, whether their files are on disk.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from basin.data.parsers import (
     omniglot_class_keys,
     parse_cifar_batch,
     parse_idx,
+    parse_image_tarball,
     parse_omniglot_zip,
+    parse_tiny_imagenet_val,
 )
-from basin.data.registry import dataset_info
+from basin.data.registry import CIFAR_SHAPE, dataset_info
 from basin.data.sources import (
     download_files,
     locate,
@@ -99,7 +104,9 @@ def load_dataset(name: str, split: str = "test", *, mirror: PathArg = None,
     Files come from ``mirror`` (else ``$BASIN_DATA_MIRROR``), then ``cache_dir`` (else
     ``$BASIN_HOME/data``), then, only with ``download=True``, the official URLs. ``seed`` and
     ``shape`` (C, H, W) apply only to the synthetic noise sets; the real datasets' splits are
-    fixed and ignore the seed.
+    fixed and ignore the seed. ``tiny-imagenet`` is the official zip's 10,000 validation
+    images, each 64x64 JPEG resized to 32x32 by Pillow's ``Image.resize((32, 32),
+    Image.BILINEAR)`` (antialiased on downscaling, rounded to uint8, as ODIN's "resize" set).
     """
     info = dataset_info(name)
     if split not in info.splits:
@@ -141,12 +148,30 @@ def verify_dataset(name: str, *, mirror: PathArg = None,
                    cache_dir: PathArg = None) -> dict[str, str]:
     """Check every file of ``name``; ``{relative file: sha256 of uncompressed content}``.
 
-    Synthetic sets have no files and return ``{}``. Any missing or corrupt file raises
-    :class:`DatasetError` naming it.
+    Files with only a published MD5 map to ``"md5:"`` + its hex digest. Synthetic sets have
+    no files and return ``{}``. Any missing or corrupt file raises :class:`DatasetError`
+    naming it.
     """
     info = dataset_info(name)
     return {rel: verify_file(rel, path)
             for rel, path in _locate_all(info.files, mirror, cache_dir, download=False)}
+
+
+def is_available(name: str, mirror: PathArg = None, *, cache_dir: PathArg = None) -> bool:
+    """Whether every file of dataset ``name`` is already on disk; never downloads.
+
+    Looks where :func:`load_dataset` looks (``mirror``, else ``$BASIN_DATA_MIRROR``, then
+    ``cache_dir``, else ``$BASIN_HOME/data``); synthetic sets are always available. Only
+    presence is checked: :func:`load_dataset` still verifies checksums, so a corrupt file
+    fails loudly there instead of being skipped quietly here. An unknown name, or a ``mirror``
+    that is not a folder, raises :class:`DatasetError`.
+    """
+    info = dataset_info(name)
+    if info.synthetic:
+        return True
+    mirror_dir, cache = resolve_mirror(mirror), resolve_cache_dir(cache_dir)
+    return all(locate(rel, mirror=mirror_dir, cache_dir=cache) is not None
+               for rel in info.files)
 
 
 def mirror_checksums(names: Iterable[str], *, mirror: PathArg = None,
@@ -189,6 +214,8 @@ def _file_key(located: list[tuple[str, Path]]) -> _FileKey:
 def _decode(kind: str, files: _FileKey, n_classes: int
             ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Pixels (uint8, or float32 for Omniglot), uint8/int64 labels and class names (or ())."""
+    if kind in ("tiny-imagenet", "image-tarball"):
+        return _decode_archive(kind, files, n_classes)
     blobs = [(rel, path, read_verified(rel, Path(path))) for rel, path, _, _ in files]
     if kind == "idx":
         return (*_decode_idx(blobs, n_classes), ())
@@ -234,6 +261,24 @@ def _decode_omniglot(blobs: list[tuple[str, str, bytes]]
     labels = np.array([lookup[k] for k in keys], dtype=np.int64)
     pixels = np.concatenate(chunks) if chunks else np.zeros((0, 1, 28, 28), np.float32)
     return _readonly(pixels), _readonly(labels), classes
+
+
+def _decode_archive(kind: str, files: _FileKey, n_classes: int
+                    ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The optional Tiny-ImageNet sets: one archive each, decoded and resized to 32x32."""
+    ((rel, path, _, _),) = files
+    # hashed by streaming, then parsed from disk: the 248 MB zip never sits in memory whole
+    verify_file(rel, Path(path))
+    parse = parse_tiny_imagenet_val if kind == "tiny-imagenet" else parse_image_tarball
+    try:
+        with open(path, "rb") as stream:
+            parsed = parse(stream, source=path, size=(CIFAR_SHAPE[2], CIFAR_SHAPE[1]))
+    except OSError as exc:
+        raise DatasetError(f"{path}: unreadable ({exc})") from exc
+    if kind == "tiny-imagenet" and len(parsed.classes) != n_classes:
+        raise DatasetError(f"{path}: wnids.txt lists {len(parsed.classes)} classes, "
+                           f"Tiny-ImageNet has {n_classes}")
+    return _readonly(parsed.images), _readonly(parsed.labels), parsed.classes
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

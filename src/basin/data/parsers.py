@@ -2,7 +2,9 @@
 
 * IDX (MNIST, Fashion-MNIST, notMNIST), gzipped or raw;
 * CIFAR-10 binary batches (records of 1 label byte + 3072 pixel bytes, R then G then B planes);
-* the Omniglot zips of 105x105 1-bit PNG drawings.
+* the Omniglot zips of 105x105 1-bit PNG drawings;
+* the validation images of the official ``tiny-imagenet-200.zip`` (64x64 JPEGs labelled by
+  ``val/val_annotations.txt``) and image tarballs such as ODIN's ``Imagenet_resize.tar.gz``.
 
 Every problem (truncation, wrong magic number, declared sizes that disagree with the bytes,
 undecodable members) raises :class:`DatasetError` naming ``source`` and what was wrong. Declared
@@ -16,9 +18,11 @@ import gzip
 import io
 import re
 import struct
+import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -35,9 +39,16 @@ _IDX_DTYPES: dict[int, str] = {
 CIFAR_RECORD = 1 + 3 * 32 * 32
 CIFAR_CLASSES = 10
 
-# members larger than this are not Omniglot drawings (the real PNGs are < 1 KB); refusing them
-# before decompression keeps a hostile zip from inflating gigabytes
+# members larger than this are not Omniglot drawings (the real PNGs are < 1 KB) nor
+# Tiny-ImageNet JPEGs (< 10 KB); refusing them before decompression keeps a hostile archive
+# from inflating gigabytes
 _MAX_ZIP_MEMBER = 8 * 1024 * 1024
+
+_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                 Image.DecompressionBombError)
+_TINY_ROOT = "tiny-imagenet-200/"
+TINY_IMAGENET_SIZE = (64, 64)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def gunzip(data: bytes, *, source: str) -> bytes:
@@ -106,9 +117,32 @@ def decode_png(data: bytes, *, source: str, size: tuple[int, int]) -> np.ndarray
             return np.asarray(image.convert("L"))
     except DatasetError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
-            Image.DecompressionBombError) as exc:
+    except _IMAGE_ERRORS as exc:
         raise DatasetError(f"{source}: undecodable PNG ({exc})") from exc
+
+
+def decode_rgb(data: bytes, *, source: str, size: tuple[int, int],
+               resize: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a JPEG or PNG into uint8 RGB ``(3, H, W)``; it must be ``size`` = (W, H).
+
+    Grayscale images get three equal planes. ``resize`` = (W, H) then resamples with Pillow's
+    ``Image.resize(resize, Image.BILINEAR)``: on downscaling Pillow widens the triangle
+    filter by the scale factor (antialiased, like basin's other resizes), and the result is
+    rounded back to uint8 as in any pipeline that resizes the PIL image before ``ToTensor``.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG", "PNG"]) as image:
+            if image.size != size:
+                raise DatasetError(f"{source}: image is {image.size[0]}x{image.size[1]}, "
+                                   f"expected {size[0]}x{size[1]}")
+            rgb = image.convert("RGB")
+            if resize is not None and resize != size:
+                rgb = rgb.resize(resize, Image.Resampling.BILINEAR)
+            return np.asarray(rgb).transpose(2, 0, 1)
+    except DatasetError:
+        raise
+    except _IMAGE_ERRORS as exc:
+        raise DatasetError(f"{source}: undecodable image ({exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -199,3 +233,124 @@ def omniglot_class_keys(parsed: ZipImages, *, source: str, stem: str) -> list[st
         else:
             raise DatasetError(f"{source}: cannot derive a character class from member {name}")
     return keys
+
+
+@dataclass(frozen=True)
+class ArchiveImages:
+    """RGB images read from one archive, with their member names, labels and class names."""
+
+    names: tuple[str, ...]
+    images: np.ndarray  # uint8 (N, 3, H, W)
+    labels: np.ndarray  # int64 (N,), indices into ``classes`` (all 0 when unlabelled)
+    classes: tuple[str, ...]
+
+
+def parse_tiny_imagenet_val(archive: bytes | BinaryIO, *, source: str = "<bytes>",
+                            size: tuple[int, int] = (32, 32)) -> ArchiveImages:
+    """Decode the validation split of the official ``tiny-imagenet-200.zip``.
+
+    Classes are the wnids of ``tiny-imagenet-200/wnids.txt`` in file order; images are the
+    64x64 JPEGs of ``val/images/`` in the order of ``val/val_annotations.txt`` (one
+    tab-separated line per image: file name, wnid, bounding box), each labelled with its
+    wnid's index and resized to ``size`` = (W, H) as :func:`decode_rgb` describes.
+    """
+    stream = io.BytesIO(archive) if isinstance(archive, bytes) else archive
+    try:
+        with zipfile.ZipFile(stream) as opened:
+            return _tiny_imagenet_val(opened, source, size)
+    except DatasetError:
+        raise
+    except Exception as exc:
+        # as for Omniglot: zipfile raises many undocumented types on malformed archives
+        raise DatasetError(f"{source}: not a readable zip file "
+                           f"({type(exc).__name__}: {exc})") from exc
+
+
+def _zip_member(archive: zipfile.ZipFile, name: str, source: str) -> bytes:
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise DatasetError(f"{source}: no member {name} (not the official "
+                           "tiny-imagenet-200.zip layout?)") from None
+    if info.file_size > _MAX_ZIP_MEMBER:
+        raise DatasetError(f"{source}:{name}: declares {info.file_size} bytes, too large")
+    return archive.read(info)
+
+
+def _zip_lines(archive: zipfile.ZipFile, name: str, source: str) -> list[str]:
+    try:
+        return _zip_member(archive, name, source).decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{source}:{name}: not UTF-8 text ({exc})") from exc
+
+
+def _tiny_imagenet_val(archive: zipfile.ZipFile, source: str,
+                       size: tuple[int, int]) -> ArchiveImages:
+    wnids_name = f"{_TINY_ROOT}wnids.txt"
+    wnids = tuple(line.strip() for line in _zip_lines(archive, wnids_name, source)
+                  if line.strip())
+    if len(set(wnids)) != len(wnids):
+        raise DatasetError(f"{source}:{wnids_name}: lists a wnid twice")
+    lookup = {wnid: i for i, wnid in enumerate(wnids)}
+    annotations = f"{_TINY_ROOT}val/val_annotations.txt"
+    names: list[str] = []
+    labels: list[int] = []
+    for number, line in enumerate(_zip_lines(archive, annotations, source), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or not fields[0] or "/" in fields[0]:
+            raise DatasetError(f"{source}:{annotations}: line {number} is {line!r}, expected "
+                               "'FILE<tab>WNID<tab>x0<tab>y0<tab>x1<tab>y1'")
+        if fields[1] not in lookup:
+            raise DatasetError(f"{source}:{annotations}: line {number}: wnid {fields[1]!r} is "
+                               f"not in {wnids_name}")
+        names.append(fields[0])
+        labels.append(lookup[fields[1]])
+    if len(set(names)) != len(names):
+        raise DatasetError(f"{source}:{annotations}: annotates an image twice")
+    images = []
+    for name in names:
+        member = f"{_TINY_ROOT}val/images/{name}"
+        images.append(decode_rgb(_zip_member(archive, member, source),
+                                 source=f"{source}:{member}", size=TINY_IMAGENET_SIZE,
+                                 resize=size))
+    stacked = (np.stack(images) if images
+               else np.zeros((0, 3, size[1], size[0]), dtype=np.uint8))
+    return ArchiveImages(tuple(names), stacked, np.array(labels, dtype=np.int64), wnids)
+
+
+def parse_image_tarball(archive: bytes | BinaryIO, *, source: str = "<bytes>",
+                        size: tuple[int, int] = (32, 32)) -> ArchiveImages:
+    """Decode every JPEG/PNG member of a (gzipped) tarball, each ``size`` = (W, H), unlabelled.
+
+    Images are returned in member-name order. macOS resource forks (``._name``) and members
+    of other types are skipped.
+    """
+    stream = io.BytesIO(archive) if isinstance(archive, bytes) else archive
+    found: list[tuple[str, np.ndarray]] = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r:*") as opened:
+            for info in opened:
+                base = info.name.rsplit("/", 1)[-1]
+                if (not info.isfile() or base.startswith("._")
+                        or not base.lower().endswith(_IMAGE_SUFFIXES)):
+                    continue
+                member = f"{source}:{info.name}"
+                if info.size > _MAX_ZIP_MEMBER:
+                    raise DatasetError(f"{member}: declares {info.size} bytes, too large")
+                handle = opened.extractfile(info)
+                if handle is None:
+                    raise DatasetError(f"{member}: cannot be read")
+                found.append((info.name, decode_rgb(handle.read(), source=member, size=size)))
+    except DatasetError:
+        raise
+    except Exception as exc:
+        # tarfile and gzip raise several undocumented types on truncated or corrupt input
+        raise DatasetError(f"{source}: not a readable tar archive "
+                           f"({type(exc).__name__}: {exc})") from exc
+    found.sort(key=lambda pair: pair[0])
+    stacked = (np.stack([image for _, image in found]) if found
+               else np.zeros((0, 3, size[1], size[0]), dtype=np.uint8))
+    return ArchiveImages(tuple(name for name, _ in found), stacked,
+                         np.zeros(len(found), dtype=np.int64), ())

@@ -15,6 +15,8 @@ _CIFAR_TRAIN = tuple(f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1
 _CIFAR_TEST = ("cifar-10-batches-bin/test_batch.bin",)
 _OMNIGLOT = tuple(f"omniglot/{z}.zip" for z in
                   ("images_background_small1", "images_background_small2", "all_runs"))
+_TINY_IMAGENET = ("tiny-imagenet-200.zip",)
+_ODIN_RESIZE = ("Imagenet_resize.tar.gz",)
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
@@ -26,10 +28,13 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 class DatasetInfo:
     """What a named dataset is, without loading it.
 
-    ``files`` are paths relative to the mirror root (no ``.gz``); ``split_files`` says which
+    ``files`` are paths relative to the mirror root (no added ``.gz``); ``split_files`` says which
     of them each split reads (train and val both read the official training files); ``sizes``
     is the number of images per split. ``kind`` selects the loader (``idx``, ``cifar``,
-    ``cifar-bw``, ``omniglot``, ``uniform-noise``, ``gaussian-noise``).
+    ``cifar-bw``, ``omniglot``, ``tiny-imagenet``, ``image-tarball``, ``uniform-noise``,
+    ``gaussian-noise``). ``optional`` sets are not in the offline mirror: ``basin data verify``
+    reports them absent instead of failing, and callers check :func:`~basin.data.is_available`
+    before using them.
     """
 
     name: str
@@ -43,6 +48,7 @@ class DatasetInfo:
     split_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
     n_val: int = 0  # images carved from the official training file for "val"
+    optional: bool = False
 
     @property
     def synthetic(self) -> bool:
@@ -89,6 +95,15 @@ _REGISTRY: dict[str, DatasetInfo] = {info.name: info for info in (
                 "runs), 105x105 resized to 28x28 (antialiased bilinear), white ink on black; "
                 "test split only", _OMNIGLOT, "omniglot", {"test": 6_640},
                 {"test": _OMNIGLOT}),
+    DatasetInfo("tiny-imagenet", ("test",), CIFAR_SHAPE, 200,
+                "Tiny-ImageNet-200 validation images (the official zip's val/ folder, labelled "
+                "by wnid), 64x64 resized to 32x32 (Pillow bilinear); test split only; optional, "
+                "not in the mirror", _TINY_IMAGENET, "tiny-imagenet", {"test": 10_000},
+                {"test": _TINY_IMAGENET}, optional=True),
+    DatasetInfo("tiny-imagenet-resize", ("test",), CIFAR_SHAPE, 1,
+                "ODIN's resized Tiny-ImageNet (Imagenet_resize.tar.gz), 32x32 RGB, unlabelled; "
+                "test split only; optional, not in the mirror", _ODIN_RESIZE, "image-tarball",
+                {"test": 10_000}, {"test": _ODIN_RESIZE}, ("unlabelled",), optional=True),
     _noise("uniform-noise", "i.i.d. uniform noise in [0, 1], seeded; 1x28x28 by default"),
     _noise("gaussian-noise",
            "i.i.d. Gaussian noise, mean 0.5, std 0.25, clipped to [0, 1], seeded; 1x28x28 by "

@@ -11,7 +11,10 @@ looked for, in this order, in
 
 In the mirror and the cache a file may be stored as ``name`` or ``name.gz``. Every file is
 verified against the sha256 of its uncompressed content (:mod:`basin.data.checksums`) before
-use; a passing result is memoised per (path, size, mtime) so a process hashes a file once.
+use, or, for the few files with only a published MD5 (the Tiny-ImageNet archives), against the
+MD5 of the archive as published; a ``.gz`` that is part of the file's own name (``x.tar.gz``)
+is never decompressed for hashing. A passing result is memoised per (path, size, mtime) so a
+process hashes a file once.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from basin.data.checksums import SHA256
+from basin.data.checksums import MD5, SHA256
 from basin.data.errors import DatasetError
 from basin.utils.io import atomic_path
 
@@ -45,6 +48,9 @@ _NOTMNIST_URL = ("https://raw.githubusercontent.com/davidflanagan/notMNIST-to-MN
                  "17823f4d4a3acd8317c07866702d2eb2ac79c7a0/")
 _OMNIGLOT_URL = ("https://raw.githubusercontent.com/brendenlake/omniglot/"
                  "057f034baf2ecb8530bc5710e5a23584d2a519cc/python/")
+_TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+# ODIN's README links the Dropbox share; "/s/raw/" serves the file itself, not a web page
+_ODIN_RESIZE_URL = "https://www.dropbox.com/s/raw/kp3my3412u5k9rl/Imagenet_resize.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ REMOTES: dict[str, Remote] = {
     "omniglot/images_background_small2.zip": Remote(f"{_OMNIGLOT_URL}images_background_small2.zip"),
     # the one-shot runs sit one folder deeper in the Omniglot repository
     "omniglot/all_runs.zip": Remote(f"{_OMNIGLOT_URL}one-shot-classification/all_runs.zip"),
+    "tiny-imagenet-200.zip": Remote(_TINY_IMAGENET_URL),
+    "Imagenet_resize.tar.gz": Remote(_ODIN_RESIZE_URL),
 }
 """Relative file path -> its official source."""
 
@@ -140,8 +148,37 @@ def _memo_key(path: Path) -> tuple[str, int, int]:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
+def expected_digest(relpath: str) -> str | None:
+    """``relpath``'s known checksum: sha256 hex, or ``md5:`` + hex for MD5-only files."""
+    if relpath in SHA256:
+        return SHA256[relpath]
+    if relpath in MD5:
+        return f"md5:{MD5[relpath]}"
+    return None
+
+
 def _already_verified(key: tuple[str, int, int], relpath: str) -> bool:
-    return relpath in SHA256 and _verified.get(key) == SHA256[relpath]
+    expected = expected_digest(relpath)
+    return expected is not None and _verified.get(key) == expected
+
+
+def _algorithm(relpath: str, path: Path) -> str:
+    """The hashlib name of ``relpath``'s checksum; an unknown file is an error."""
+    if relpath in SHA256:
+        return "sha256"
+    if relpath in MD5:
+        return "md5"
+    raise DatasetError(f"{path}: no checksum known for {relpath}")
+
+
+def _tagged(algorithm: str, hexdigest: str) -> str:
+    return hexdigest if algorithm == "sha256" else f"{algorithm}:{hexdigest}"
+
+
+def _stored_gzipped(relpath: str, path: Path) -> bool:
+    """Whether ``path`` is ``relpath`` wrapped in gzip (``x.tar.gz`` itself is not)."""
+    name, own = path.name, Path(relpath).name
+    return name == f"{own}.gz" or (name.endswith(".gz") and not own.endswith(".gz"))
 
 
 def _open_content(path: Path, gzipped: bool) -> BinaryIO:
@@ -149,31 +186,37 @@ def _open_content(path: Path, gzipped: bool) -> BinaryIO:
 
 
 def _check_digest(relpath: str, path: Path, digest: str) -> str:
-    if relpath not in SHA256:
+    expected = expected_digest(relpath)
+    if expected is None:
         raise DatasetError(f"{path}: no checksum known for {relpath}")
-    if digest != SHA256[relpath]:
-        raise DatasetError(f"{path}: checksum mismatch for {relpath} (sha256 of the "
-                           f"uncompressed content is {digest}, expected {SHA256[relpath]})")
+    if digest != expected:
+        what = ("md5 of the file" if relpath in MD5
+                else "sha256 of the uncompressed content")
+        raise DatasetError(f"{path}: checksum mismatch for {relpath} ({what} is "
+                           f"{digest.removeprefix('md5:')}, expected "
+                           f"{expected.removeprefix('md5:')})")
     return digest
 
 
 def verify_file(relpath: str, path: Path, *, gzipped: bool | None = None) -> str:
     """Hash ``path``'s uncompressed content and check it against ``relpath``'s checksum.
 
-    ``gzipped`` defaults to whether the name ends in ``.gz``.
+    ``gzipped`` defaults to whether ``path`` is ``relpath`` plus ``.gz``. Returns the digest:
+    sha256 hex, or ``md5:`` + hex for the files with only a published MD5.
     """
     key = _memo_key(path)
     if _already_verified(key, relpath):
         return _verified[key]
-    hasher = hashlib.sha256()
+    algorithm = _algorithm(relpath, path)
+    hasher = hashlib.new(algorithm, usedforsecurity=False)
     try:
-        with _open_content(path, path.name.endswith(".gz") if gzipped is None
+        with _open_content(path, _stored_gzipped(relpath, path) if gzipped is None
                            else gzipped) as stream:
             while chunk := stream.read(1 << 20):
                 hasher.update(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetError(f"{path}: unreadable or corrupt ({exc})") from exc
-    _verified[key] = _check_digest(relpath, path, hasher.hexdigest())
+    _verified[key] = _check_digest(relpath, path, _tagged(algorithm, hasher.hexdigest()))
     return _verified[key]
 
 
@@ -184,13 +227,15 @@ def read_verified(relpath: str, path: Path) -> bytes:
         data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{path}: unreadable ({exc})") from exc
-    if path.name.endswith(".gz"):
+    if _stored_gzipped(relpath, path):
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise DatasetError(f"{path}: corrupt gzip data ({exc})") from exc
     if not _already_verified(key, relpath):
-        _verified[key] = _check_digest(relpath, path, hashlib.sha256(data).hexdigest())
+        algorithm = _algorithm(relpath, path)
+        digest = hashlib.new(algorithm, data, usedforsecurity=False).hexdigest()
+        _verified[key] = _check_digest(relpath, path, _tagged(algorithm, digest))
     return data
 
 
@@ -240,12 +285,14 @@ def download_files(relpaths: Iterable[str], cache_dir: Path, *, timeout: float =
         if remote.member is not None:
             by_archive.setdefault(remote.url, {})[remote.member] = relpath
             continue
-        target = cache_dir / (f"{relpath}.gz" if remote.gzipped else relpath)
+        # an archive named .gz (x.tar.gz) is the file itself, not a gzip wrapper around it
+        gzipped = remote.gzipped and not relpath.endswith(".gz")
+        target = cache_dir / (f"{relpath}.gz" if gzipped else relpath)
         if log:
             log(f"downloading {remote.url} -> {target}")
         with atomic_path(target) as tmp:
             _download(remote.url, tmp, timeout, relpath)
-            verify_file(relpath, tmp, gzipped=remote.gzipped)
+            verify_file(relpath, tmp, gzipped=gzipped)
         written.append(target)
     for url, wanted in by_archive.items():
         if log:

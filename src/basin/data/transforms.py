@@ -4,7 +4,9 @@ Every resize in basin's data layer uses ``torch.nn.functional.interpolate(mode="
 antialias=True, align_corners=False)``: bilinear interpolation whose triangle filter is
 widened by the downscaling factor, so that shrinking (CIFAR-10 32 -> 28, Omniglot 105 -> 28)
 averages over the source pixels instead of aliasing. Its weights are non-negative and sum to
-one, so outputs stay in [0, 1]; a final clamp only removes rounding error.
+one, so outputs stay in [0, 1]; a final clamp only removes rounding error. The one exception
+is Tiny-ImageNet (64 -> 32), resized per image by Pillow's bilinear filter while decoding
+(:func:`basin.data.parsers.decode_rgb`), the same filter up to uint8 rounding.
 """
 
 from __future__ import annotations

@@ -8,11 +8,18 @@ records ``{"condition", "dataset", "metric", "value"}``.
 How each condition treats the two sides:
 
 * classification objectives (``ce``, ``paper``, ``through-loop``, ``through-loop-bpda``) attack
-  ID inputs with their true labels and OOD inputs with the model's own clean prediction as the
-  label (an untargeted push away from what the model says; OOD inputs have no true digit);
+  ID inputs with their true labels and OOD inputs with the system's own clean prediction (of
+  the input or the iterate, as ``classify`` says) as the label (an untargeted push away from
+  what the system says; OOD inputs have no true digit);
 * detector-aware objectives attack each side towards the failure that hurts: ID inputs with
   the spec's objective (``reject-id`` or ``end-to-end``; ``accept-ood`` becomes ``reject-id``),
   OOD inputs with ``accept-ood``;
+* the score-only objectives (``reject-id``, ``accept-ood``) are run without their success test,
+  so each input keeps its highest-objective iterate rather than the first one that crosses the
+  threshold, and the clean input wins where it scores better for the attacker (it lies in the
+  ball too): the attacked scores, hence AUROC and FPR95, are the strongest found, never better
+  for the defender than clean ones. Objectives whose success is the measured outcome (``ce``
+  and the other classification objectives, ``end-to-end``) keep their success test;
 * corruptions are applied to both sides with the same seed.
 
 Thresholds are the paper's T = 0.8 or calibrated on the ID *validation* split, never on test
@@ -50,6 +57,9 @@ from basin.metrics import ece, ood_metrics, reject_option_metrics
 from basin.models import AttractorNet
 
 CLASSIFICATION_OBJECTIVES = ("ce", "paper", "through-loop", "through-loop-bpda")
+# Objectives on the detector score alone. Their success test (crossing T) suits rates at T,
+# but the runner also reports threshold-free metrics, which need the lowest/highest score.
+SCORE_OBJECTIVES = frozenset({"reject-id", "accept-ood"})
 SANITY_SUBSET = 256
 
 
@@ -146,18 +156,20 @@ class Evaluator:
         kwargs.setdefault("steps", self.settings.steps)
         a1, a2, a3 = self.settings.loss_weights
         weights = LossWeights(reconstruction=a1, eigen=a2, classification=a3)
-        return make_objective(name, self.net, detector=self.detector, seed=self.settings.seed,
-                              weights=weights, **kwargs)
+        objective = make_objective(name, self.net, detector=self.detector,
+                                   seed=self.settings.seed, weights=weights, **kwargs)
+        if name in SCORE_OBJECTIVES:
+            objective = dataclasses.replace(objective, success_fn=None)
+        return objective
 
     def labels_for(self, x: Tensor, y: Tensor, side: str) -> Tensor:
         if side == "id":
             return y
         return self.predict_labels(x)
 
-    @torch.no_grad()
     def predict_labels(self, x: Tensor) -> Tensor:
-        return torch.cat([self.net.logits(x[i:i + self.settings.batch_size].to(self.device))
-                          .argmax(1).cpu() for i in range(0, len(x), self.settings.batch_size)])
+        """The system's own prediction, of F(x) or F(G^n(x)) as ``classify`` says."""
+        return self.classifier.predict(x, batch_size=self.settings.batch_size).predicted
 
     def apply(self, condition: Condition, data: ImageDataset, side: str) -> Tensor:
         x = data.images
@@ -179,7 +191,10 @@ class Evaluator:
                                   seed=self.settings.seed + k)
             xb = x[i:i + bs].to(self.device)
             yb = y[i:i + bs].to(self.device)
-            out.append(attack.perturb(xb, yb).detach().cpu())
+            x_adv = attack.perturb(xb, yb).detach()
+            if objective.name in SCORE_OBJECTIVES:
+                x_adv = _no_worse_than_clean(objective, xb, x_adv)
+            out.append(x_adv.cpu())
         return torch.cat(out)
 
     # -- measuring -------------------------------------------------------------------
@@ -251,6 +266,18 @@ def _spec_for(spec: AttackSpec, objective_name: str) -> AttackSpec:
         return spec
     params = {k: v for k, v in spec.params.items() if k in spec.attack_params()}
     return dataclasses.replace(spec, objective=objective_name, params=params)
+
+
+@torch.no_grad()
+def _no_worse_than_clean(objective: Any, x: Tensor, x_adv: Tensor) -> Tensor:
+    """Per input, ``x`` where it beats ``x_adv`` on the objective, else ``x_adv``.
+
+    A random start can leave an input worse off than where it began, and the clean input is
+    a point of the ball the attacker may always choose.
+    """
+    clean_wins = objective(x) > objective(x_adv)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return torch.where(clean_wins.reshape(shape), x, x_adv)
 
 
 def _safe_mean(mask: Tensor) -> float:

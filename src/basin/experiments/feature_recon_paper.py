@@ -1,16 +1,16 @@
 """Reproduce the feature-reconstruction + MSP paper (Mulé & Shaner) on CIFAR-10, end to end.
 
 ``reproduce_feature_recon_paper(out_dir)`` trains (or reuses) two backbones, fits every
-detector on each, scores every OOD and anomaly set, attacks every detector with PGD through
-its own score, and hands the results to :mod:`basin.experiments.feature_recon_report`, which
-writes ``report.html``, ``report.md`` and ``results.json``. Sets and protocol:
+detector on each, scores every OOD and anomaly set, attacks every detector through its own
+score (:mod:`basin.experiments.detector_robustness`), and hands the results to
+:mod:`basin.experiments.feature_recon_report`, which writes ``report.html``, ``report.md``
+and ``results.json``. Sets and protocol:
 
 * **far-OOD** (10-class backbone, ID = CIFAR-10 test): MNIST, Fashion-MNIST, notMNIST and
-  Omniglot (1x28x28, bilinear-upsampled to 32x32 and the channel repeated) and uniform and
-  Gaussian noise drawn at 3x32x32. Tiny-ImageNet, the paper's OOD set, is not in the mirror.
-* **near-OOD** (open-set split): a second backbone trained on the 6 animal classes (bird, cat,
-  deer, dog, frog, horse); the 4 vehicle classes (airplane, automobile, ship, truck) of the
-  CIFAR-10 test file are its OOD set, the animal test images its ID set.
+  Omniglot upsampled to 3x32x32, uniform and Gaussian noise, and Tiny-ImageNet (the paper's
+  OOD set) when its files are present; see :mod:`basin.experiments.cifar_sets`.
+* **near-OOD** (open-set split): a second backbone trained on the 6 animal classes; the 4
+  vehicle classes of the CIFAR-10 test file are its OOD set, the animal test images its ID set.
 * **anomalies** (10-class backbone): CIFAR-10 test images under Gaussian noise,
   salt-and-pepper, brightness, contrast and pixel dropout at severity 3, and FGSM 8/255 with
   the cross-entropy of the trained backbone itself.
@@ -45,7 +45,6 @@ from basin.attacks import FGSM, make_objective
 from basin.corruptions import corrupt
 from basin.data import ImageDataset, load_dataset, mirror_checksums
 from basin.data.registry import CIFAR10_CLASSES
-from basin.data.transforms import resize_bilinear
 from basin.detectors import (
     CombinedDetector,
     Detector,
@@ -57,6 +56,14 @@ from basin.detectors import (
     ZhouDetector,
     threshold_for_acceptance,
 )
+from basin.experiments.cifar_sets import (
+    ANIMALS,
+    VEHICLES,
+    far_ood_names,
+    far_ood_set,
+    limit,
+    load_splits,
+)
 from basin.experiments.detector_robustness import RobustnessSettings, detector_robustness
 from basin.metrics import ece
 from basin.models.cifar import build_backbone, load_backbone
@@ -66,9 +73,6 @@ from basin.training.backbone_aug import resolve_precision
 from basin.utils.io import atomic_write_json, read_json
 from basin.utils.runinfo import run_record
 
-ANIMALS = (2, 3, 4, 5, 6, 7)      # bird, cat, deer, dog, frog, horse: the 6 ID classes
-VEHICLES = (0, 1, 8, 9)           # airplane, automobile, ship, truck: near-OOD
-FAR_OOD = ("mnist", "fashion-mnist", "notmnist", "omniglot", "uniform-noise", "gaussian-noise")
 CORRUPTIONS = ("gaussian-noise", "salt-and-pepper", "brightness", "contrast", "pixel-dropout")
 SEVERITY = 3
 FGSM_EPS = 8 / 255
@@ -145,48 +149,6 @@ class BackboneRun:
     zhou_fit: dict[str, Any] = field(default_factory=dict)
     odin_tuning: dict[str, Any] = field(default_factory=dict)
     robustness: list[dict[str, Any]] = field(default_factory=list)
-
-
-def to_cifar_shape(images: Tensor) -> Tensor:
-    """1xHxW greyscale images -> 3x32x32: bilinear resize to 32x32, channel repeated."""
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images: expected (N, 1 or 3, H, W), got {tuple(images.shape)}")
-    out = resize_bilinear(images, (32, 32))
-    return out.repeat(1, 3, 1, 1) if out.shape[1] == 1 else out
-
-
-def class_subset(data: ImageDataset, keep: tuple[int, ...], name: str) -> ImageDataset:
-    """The images of classes ``keep``, relabelled 0..len(keep)-1 (indices kept)."""
-    mask = torch.isin(data.labels, torch.tensor(keep))
-    lookup = torch.full((10,), -1, dtype=torch.int64)
-    lookup[list(keep)] = torch.arange(len(keep))
-    return ImageDataset(name, data.split, data.images[mask].contiguous(),
-                        lookup[data.labels[mask]], tuple(data.classes[k] for k in keep),
-                        None if data.indices is None else data.indices[mask])
-
-
-def _limit(data: ImageDataset, n: int | None, seed: int) -> ImageDataset:
-    return data if n is None else data.subset(n, seed=seed)
-
-
-def load_splits(key: str, plan: Plan, mirror: Any) -> dict[str, ImageDataset]:
-    """train / val / test of the 10-class or 6-class ID set (and near-OOD for cifar6)."""
-    out = {s: load_dataset("cifar10", s, mirror=mirror) for s in ("train", "val", "test")}
-    if key == "cifar6":
-        out["near"] = _limit(class_subset(out["test"], VEHICLES, "cifar4-vehicles"),
-                             plan.near_limit, plan.seed)
-        out.update({s: class_subset(out[s], ANIMALS, "cifar6") for s in ("train", "val", "test")})
-    out["train"] = _limit(out["train"], plan.train_limit, plan.seed)
-    out["val"] = _limit(out["val"], plan.val_limit, plan.seed)
-    out["test"] = _limit(out["test"], plan.test_limit, plan.seed)
-    return out
-
-
-def far_ood_set(name: str, plan: Plan, mirror: Any) -> Tensor:
-    shape = (3, 32, 32) if "noise" in name else None
-    data = _limit(load_dataset(name, "test", mirror=mirror, seed=plan.seed, shape=shape),
-                  plan.ood_limit, plan.seed)
-    return to_cifar_shape(data.images)
 
 
 def file_sha256(path: Path) -> str:
@@ -334,7 +296,9 @@ def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_na
 # ---- the pipeline ---------------------------------------------------------------------------
 def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path | None,
                           mirror: Any, device: torch.device, progress: bool) -> BackboneRun:
-    data = load_splits(key, plan, mirror)
+    data = load_splits(key, mirror, seed=plan.seed, train_limit=plan.train_limit,
+                       val_limit=plan.val_limit, test_limit=plan.test_limit,
+                       near_limit=plan.near_limit)
     folder = backbone_dir or out / ("backbone" if key == "cifar10" else "backbone6")
     model, info = backbone(key, plan, folder, data, device=device, progress=progress,
                            given=backbone_dir is not None)
@@ -367,11 +331,12 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
         add_set(run, "cifar4-vehicles", "near-ood", data["near"].images)
         robust_ood = data["near"].images
     else:
-        far = {name: far_ood_set(name, plan, mirror) for name in FAR_OOD}
+        far = {name: far_ood_set(name, mirror, seed=plan.seed, n=plan.ood_limit)
+               for name in far_ood_names(mirror)}
         for name, x in far.items():
             add_set(run, name, "far-ood", x)
         robust_ood = far[ROBUST_FAR]
-        anomalies = _limit(test, plan.anomaly_limit, plan.seed)
+        anomalies = limit(test, plan.anomaly_limit, plan.seed)
         for c in CORRUPTIONS:
             add_set(run, f"{c}:{SEVERITY}", "anomaly",
                     corrupt(anomalies.images, c, SEVERITY, seed=plan.seed))
@@ -426,7 +391,8 @@ def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str 
                          "backbone": str(given) if given else None,
                          "near_ood_split": {"id": [CIFAR10_CLASSES[k] for k in ANIMALS],
                                             "ood": [CIFAR10_CLASSES[k] for k in VEHICLES]}},
-                        seed, mirror_checksums(("cifar10", "mnist", "fashion-mnist",
-                                                "notmnist", "omniglot"), mirror=mirror))
+                        seed, mirror_checksums(
+                            ("cifar10", *(n for n in far_ood_names(mirror) if "noise" not in n)),
+                            mirror=mirror))
     record["wall_time_s"] = time.perf_counter() - start
     return write_feature_recon_report(out, the_plan, runs, record)

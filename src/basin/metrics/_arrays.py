@@ -31,13 +31,19 @@ def to_numpy(x: Any, name: str) -> NDArray[Any]:
         raise MetricError(f"{name}: cannot be read as an array ({err})") from err
 
 
-def scores_1d(x: Any, name: str) -> NDArray[np.float64]:
-    """A non-empty, finite 1-D float64 score vector."""
+def _nonempty_1d(x: Any, name: str, what: str) -> NDArray[Any]:
+    """``x`` as a numpy array, or MetricError unless it is 1-D and non-empty."""
     arr = to_numpy(x, name)
     if arr.ndim != 1:
-        raise MetricError(f"{name}: expected a 1-D array of scores, got shape {arr.shape}")
+        raise MetricError(f"{name}: expected a 1-D {what}, got shape {arr.shape}")
     if arr.size == 0:
         raise MetricError(f"{name}: is empty")
+    return arr
+
+
+def scores_1d(x: Any, name: str) -> NDArray[np.float64]:
+    """A non-empty, finite 1-D float64 score vector."""
+    arr = _nonempty_1d(x, name, "array of scores")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise MetricError(f"{name}: expected numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
@@ -48,11 +54,7 @@ def scores_1d(x: Any, name: str) -> NDArray[np.float64]:
 
 def mask_1d(x: Any, name: str) -> NDArray[np.bool_]:
     """A non-empty 1-D boolean mask; integer/float arrays must hold only 0 and 1."""
-    arr = to_numpy(x, name)
-    if arr.ndim != 1:
-        raise MetricError(f"{name}: expected a 1-D boolean array, got shape {arr.shape}")
-    if arr.size == 0:
-        raise MetricError(f"{name}: is empty")
+    arr = _nonempty_1d(x, name, "boolean array")
     if arr.dtype == np.bool_:
         return arr
     if not np.issubdtype(arr.dtype, np.number) or not np.isin(arr, (0, 1)).all():
@@ -63,11 +65,7 @@ def mask_1d(x: Any, name: str) -> NDArray[np.bool_]:
 
 def labels_1d(x: Any, name: str) -> NDArray[np.int64]:
     """A non-empty 1-D vector of non-negative integer class labels."""
-    arr = to_numpy(x, name)
-    if arr.ndim != 1:
-        raise MetricError(f"{name}: expected a 1-D array of class labels, got shape {arr.shape}")
-    if arr.size == 0:
-        raise MetricError(f"{name}: is empty")
+    arr = _nonempty_1d(x, name, "array of class labels")
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all() or not np.equal(np.round(arr), arr).all():
             raise MetricError(f"{name}: class labels must be whole numbers")
