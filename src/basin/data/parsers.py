@@ -21,6 +21,8 @@ import struct
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -157,14 +159,24 @@ class ZipImages:
 def parse_omniglot_zip(data: bytes, *, source: str = "<bytes>",
                        size: tuple[int, int] = (105, 105)) -> ZipImages:
     """Decode every ``*.png`` member of an Omniglot zip (each must be ``size``) and ``*.txt``."""
-    try:
+    with unreadable_as_dataset_error(source, "zip file"):
         return _walk_zip(data, source, size)
+
+
+@contextmanager
+def unreadable_as_dataset_error(source: str, what: str) -> Iterator[None]:
+    """Re-raise any failure inside as ``DatasetError("<source>: not a readable <what>")``.
+
+    zipfile, tarfile and gzip document no exception set for malformed archives; fuzzing finds
+    IndexError, NotImplementedError, struct.error, EOFError, ... so every failure is reported
+    the same way. DatasetErrors raised inside (naming a member) pass through unchanged.
+    """
+    try:
+        yield
     except DatasetError:
         raise
     except Exception as exc:
-        # zipfile documents no exception set for malformed archives; fuzzing finds IndexError,
-        # NotImplementedError, struct.error, ... so every failure is reported the same way
-        raise DatasetError(f"{source}: not a readable zip file "
+        raise DatasetError(f"{source}: not a readable {what} "
                            f"({type(exc).__name__}: {exc})") from exc
 
 
@@ -255,15 +267,8 @@ def parse_tiny_imagenet_val(archive: bytes | BinaryIO, *, source: str = "<bytes>
     wnid's index and resized to ``size`` = (W, H) as :func:`decode_rgb` describes.
     """
     stream = io.BytesIO(archive) if isinstance(archive, bytes) else archive
-    try:
-        with zipfile.ZipFile(stream) as opened:
-            return _tiny_imagenet_val(opened, source, size)
-    except DatasetError:
-        raise
-    except Exception as exc:
-        # as for Omniglot: zipfile raises many undocumented types on malformed archives
-        raise DatasetError(f"{source}: not a readable zip file "
-                           f"({type(exc).__name__}: {exc})") from exc
+    with unreadable_as_dataset_error(source, "zip file"), zipfile.ZipFile(stream) as opened:
+        return _tiny_imagenet_val(opened, source, size)
 
 
 def _zip_member(archive: zipfile.ZipFile, name: str, source: str) -> bytes:
@@ -329,26 +334,20 @@ def parse_image_tarball(archive: bytes | BinaryIO, *, source: str = "<bytes>",
     """
     stream = io.BytesIO(archive) if isinstance(archive, bytes) else archive
     found: list[tuple[str, np.ndarray]] = []
-    try:
-        with tarfile.open(fileobj=stream, mode="r:*") as opened:
-            for info in opened:
-                base = info.name.rsplit("/", 1)[-1]
-                if (not info.isfile() or base.startswith("._")
-                        or not base.lower().endswith(_IMAGE_SUFFIXES)):
-                    continue
-                member = f"{source}:{info.name}"
-                if info.size > _MAX_ZIP_MEMBER:
-                    raise DatasetError(f"{member}: declares {info.size} bytes, too large")
-                handle = opened.extractfile(info)
-                if handle is None:
-                    raise DatasetError(f"{member}: cannot be read")
-                found.append((info.name, decode_rgb(handle.read(), source=member, size=size)))
-    except DatasetError:
-        raise
-    except Exception as exc:
-        # tarfile and gzip raise several undocumented types on truncated or corrupt input
-        raise DatasetError(f"{source}: not a readable tar archive "
-                           f"({type(exc).__name__}: {exc})") from exc
+    with (unreadable_as_dataset_error(source, "tar archive"),
+          tarfile.open(fileobj=stream, mode="r:*") as opened):
+        for info in opened:
+            base = info.name.rsplit("/", 1)[-1]
+            if (not info.isfile() or base.startswith("._")
+                    or not base.lower().endswith(_IMAGE_SUFFIXES)):
+                continue
+            member = f"{source}:{info.name}"
+            if info.size > _MAX_ZIP_MEMBER:
+                raise DatasetError(f"{member}: declares {info.size} bytes, too large")
+            handle = opened.extractfile(info)
+            if handle is None:
+                raise DatasetError(f"{member}: cannot be read")
+            found.append((info.name, decode_rgb(handle.read(), source=member, size=size)))
     found.sort(key=lambda pair: pair[0])
     stacked = (np.stack([image for _, image in found]) if found
                else np.zeros((0, 3, size[1], size[0]), dtype=np.uint8))
