@@ -198,7 +198,7 @@ def test_feature_recon_cli_passes_the_attack_precision(calls: list[dict[str, Any
     assert runner.invoke(main, base).exit_code == 0
     result = runner.invoke(main, [*base, "--attack-precision", "fp32", "--quick"])
     assert result.exit_code == 0, result.output
-    assert [(c["attack_precision"], c["plan"]) for c in calls] == [("auto", "full"),
+    assert [(c["attack_precision"], c["plan"]) for c in calls] == [(None, "full"),
                                                                    ("fp32", "quick")]
     assert "sanity: flag" in result.output
     bad = runner.invoke(main, [*base, "--attack-precision", "fp16"])
