@@ -111,7 +111,7 @@ def detector_robustness(det: Detector, x_id: Tensor, x_ood: Tensor,
                                       queries=s.square_queries))
 
     s_id, s_ood = scores(x_id), scores(x_ood)
-    clean = ood_metrics(s_id, s_ood, t)
+    clean, correct_clean = ood_metrics(s_id, s_ood, t), _correct(s_id, s_ood, t)
     grad = min(gradient_nonzero_fraction(make_objective(o, detector=det), x[:64])
                for o, x in zip(SIDES, (x_id, x_ood), strict=True))
     # eps = 0 must reproduce the clean decisions exactly (the attack plumbing adds nothing)
@@ -147,8 +147,7 @@ def detector_robustness(det: Detector, x_id: Tensor, x_ood: Tensor,
             "ood_accepted_clean": clean["fpr"], "ood_accepted_attacked": ood_only["fpr"],
             "id_rejected_clean": 1 - clean["recall"],
             "id_rejected_attacked": 1 - both["recall"], "grad_nonzero": grad,
-            "correct_clean": _correct(s_id, s_ood, t), "correct_attacked":
-            _correct(a_id, a_ood, t),
-            "sanity": sanity_flags(_correct(s_id, s_ood, t), eps0, white, black, grad)})
+            "correct_clean": correct_clean, "correct_attacked": _correct(a_id, a_ood, t),
+            "sanity": sanity_flags(correct_clean, eps0, white, black, grad)})
         records.append(record)
     return records
