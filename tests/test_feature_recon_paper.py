@@ -29,9 +29,9 @@ from basin.experiments.feature_recon_paper import (
     reproduce_feature_recon_paper,
 )
 from basin.experiments.feature_recon_report import TABLE_IDS, pct, zhou_checks
-from basin.experiments.report import _inline_markdown, format_cell
 from basin.models.cifar import load_backbone
 from basin.models.feature_classifier import LinearHeadClassifier, extract_features
+from basin.report.builder import _inline_markdown, format_cell
 from tiny_imagenet_fakes import LABELS as TINY_LABELS
 from tiny_imagenet_fakes import ZIP as TINY_ZIP
 from tiny_imagenet_fakes import register, tiny_zip

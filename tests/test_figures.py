@@ -9,7 +9,7 @@ import torch
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
-from basin.experiments import figures as F
+from basin.report import figures as F
 
 
 def _image_axes(fig: Figure) -> list:

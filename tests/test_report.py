@@ -14,8 +14,8 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from basin.experiments import report as report_module
-from basin.experiments.report import FIGURE_DPI, Report, format_cell
+from basin.report import builder as report_module
+from basin.report.builder import FIGURE_DPI, Report, format_cell
 from basin.utils.io import atomic_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

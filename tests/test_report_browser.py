@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from basin.experiments import figures as F
-from basin.experiments.report import Report
+from basin.report import figures as F
+from basin.report.builder import Report
 
 CHECKER = """<script>
 window.__errors = [];

@@ -23,8 +23,8 @@ from basin.experiments.attractor_paper import (
     reproduce_attractor_paper,
     train_or_reuse,
 )
-from basin.experiments.report import format_cell
 from basin.metrics import ood_metrics
+from basin.report.builder import format_cell
 from basin.training import load_run
 from basin.training.backbone_aug import PRECISIONS
 

@@ -51,7 +51,7 @@ def evaluate(run_dir: str, ood: tuple[str, ...], attacks: tuple[str, ...],
         evaluate_run,
         parse_conditions,
     )
-    from basin.experiments.tables import format_records
+    from basin.report.tables import format_records
     from basin.training.run import load_run
     from basin.utils.device import resolve_device
     from basin.utils.io import CheckpointError, atomic_write_json

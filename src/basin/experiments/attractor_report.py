@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from basin.detectors import pearson_correlation
-from basin.experiments import figures
-from basin.experiments.report import Report
 from basin.metrics import ood_metrics
+from basin.report import Report, figures
 from basin.utils.io import atomic_write_json
 
 if TYPE_CHECKING:

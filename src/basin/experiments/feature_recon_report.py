@@ -18,9 +18,8 @@ import torch
 from basin.corruptions import CORRUPTIONS
 from basin.data import split_indices
 from basin.data.registry import CIFAR10_CLASSES
-from basin.experiments import figures
-from basin.experiments.report import Report
 from basin.metrics import ood_metrics
+from basin.report import Report, figures
 from basin.utils.io import atomic_write_json
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Every function builds a :class:`matplotlib.figure.Figure` directly, never through pyplot, so
 no global figure registry or GUI backend is involved and nothing leaks between calls; hand the
-result to :meth:`basin.experiments.report.Report.figure`, which renders and releases it.
+result to :meth:`basin.report.Report.figure`, which renders and releases it.
 Inputs may be numpy arrays or torch tensors. Images are NCHW (or NHW, or flat vectors whose
 length is a square or three times a square) with values in [0, 1]; display clips to [0, 1],
 so an adversarial image that overshoots slightly still shows correctly.
