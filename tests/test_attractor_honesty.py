@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from basin.data import ImageDataset
-from basin.experiments import evaluation
-from basin.experiments.evaluation import (
+from basin.models import AttractorNet
+from basin.robustness import evaluation
+from basin.robustness.evaluation import (
     EvaluationResult,
     EvaluationSettings,
     Evaluator,
     parse_conditions,
 )
-from basin.models import AttractorNet
 
 N = 96
 PGD_REJECT = "pgd:reject-id:0.2:steps=10"

@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from basin.detectors import EnergyDetector, MSPDetector
-from basin.experiments.detector_robustness import (
+from basin.models.feature_classifier import LinearHeadClassifier
+from basin.robustness.detector_level import (
     RobustnessSettings,
     attack_detector,
     detector_robustness,
 )
-from basin.models.feature_classifier import LinearHeadClassifier
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

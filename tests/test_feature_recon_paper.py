@@ -22,7 +22,6 @@ from basin.data import ImageDataset, load_dataset, split_indices
 from basin.detectors import MSPDetector
 from basin.detectors.zhou import fingerprint
 from basin.experiments.cifar_sets import ANIMALS, FAR_OOD, class_subset, to_cifar_shape
-from basin.experiments.detector_robustness import attack_detector
 from basin.experiments.feature_recon_paper import (
     DETECTORS,
     Plan,
@@ -32,6 +31,7 @@ from basin.experiments.feature_recon_report import TABLE_IDS, pct, zhou_checks
 from basin.models.cifar import load_backbone
 from basin.models.feature_classifier import LinearHeadClassifier, extract_features
 from basin.report.builder import _inline_markdown, format_cell
+from basin.robustness.detector_level import attack_detector
 from tiny_imagenet_fakes import LABELS as TINY_LABELS
 from tiny_imagenet_fakes import ZIP as TINY_ZIP
 from tiny_imagenet_fakes import register, tiny_zip

@@ -45,13 +45,13 @@ def evaluate(run_dir: str, ood: tuple[str, ...], attacks: tuple[str, ...],
              acceptance: float | None, classify: str, limit: int | None, batch_size: int,
              json_out: str | None, seed: int, device: str | None, mirror: str | None) -> None:
     """Evaluate a trained run clean, under attack and under corruption (ID and OOD)."""
-    from basin.experiments.evaluation import (
+    from basin.report.tables import format_records
+    from basin.robustness.evaluation import (
         EvaluationSettings,
         check_dataset_names,
         evaluate_run,
         parse_conditions,
     )
-    from basin.report.tables import format_records
     from basin.training.run import load_run
     from basin.utils.device import resolve_device
     from basin.utils.io import CheckpointError, atomic_write_json

@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 from basin.attacks import FGSM, make_objective
 from basin.data import load_dataset, mirror_checksums
 from basin.detectors import PearsonDetector
-from basin.experiments.evaluation import EvaluationResult, EvaluationSettings, evaluate_run
 from basin.losses import LossWeights
 from basin.models import AttractorNet
 from basin.models.dynamics import attractor_report, iterate
+from basin.robustness.evaluation import EvaluationResult, EvaluationSettings, evaluate_run
 from basin.training import PRESETS, TrainConfig, load_train_data, train
 from basin.utils.runinfo import run_record
 

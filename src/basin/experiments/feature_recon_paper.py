@@ -2,7 +2,7 @@
 
 ``reproduce_feature_recon_paper(out_dir)`` trains (or reuses) two backbones, fits every
 detector on each, scores every OOD and anomaly set, attacks every detector through its own
-score (:mod:`basin.experiments.detector_robustness`), and hands the results to
+score (:mod:`basin.robustness.detector_level`), and hands the results to
 :mod:`basin.experiments.feature_recon_report`, which writes ``report.html``, ``report.md``
 and ``results.json``. Sets and protocol:
 
@@ -64,10 +64,10 @@ from basin.experiments.cifar_sets import (
     limit,
     load_splits,
 )
-from basin.experiments.detector_robustness import RobustnessSettings, detector_robustness
 from basin.metrics import ece
 from basin.models.cifar import build_backbone, load_backbone
 from basin.models.feature_classifier import extract_features
+from basin.robustness.detector_level import RobustnessSettings, detector_robustness
 from basin.training.backbone import default_backbone_config, train_backbone
 from basin.training.backbone_aug import resolve_precision
 from basin.utils.io import atomic_write_json, read_json

@@ -46,53 +46,21 @@ from basin.attacks import (
     build_attack,
     gradient_nonzero_fraction,
     make_objective,
-    parse_attack_spec,
     sanity_flags,
 )
-from basin.corruptions import corrupt, parse_corruption_spec
-from basin.data import ImageDataset, dataset_names, load_dataset
+from basin.corruptions import corrupt
+from basin.data import ImageDataset, load_dataset
 from basin.detectors import PearsonDetector, RejectOptionClassifier
 from basin.losses import LossWeights
 from basin.metrics import ece, ood_metrics, reject_option_metrics
 from basin.models import AttractorNet
+from basin.robustness.conditions import Condition, check_dataset_names, parse_conditions
 
 CLASSIFICATION_OBJECTIVES = ("ce", "paper", "through-loop", "through-loop-bpda")
 # Objectives on the detector score alone. Their success test (crossing T) suits rates at T,
 # but the runner also reports threshold-free metrics, which need the lowest/highest score.
 SCORE_OBJECTIVES = frozenset({"reject-id", "accept-ood"})
 SANITY_SUBSET = 256
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``clean``, an attack or a corruption, with the text it was given as."""
-
-    kind: str  # "clean" | "attack" | "corruption"
-    text: str
-    attack: AttackSpec | None = None
-    corruption: tuple[str, int] | None = None
-
-
-def parse_conditions(attacks: Sequence[str] = (), corruptions: Sequence[str] = ()
-                     ) -> list[Condition]:
-    """Validate every spec before any work starts (ValueError naming the bad one)."""
-    conditions = [Condition("clean", "clean")]
-    conditions += [Condition("attack", spec.text, attack=spec)
-                   for spec in map(parse_attack_spec, attacks)]
-    for text in corruptions:
-        conditions.append(Condition("corruption", text.strip(),
-                                    corruption=parse_corruption_spec(text)))
-    return conditions
-
-
-def check_dataset_names(names: Sequence[str], option: str = "--ood") -> list[str]:
-    known = dataset_names()
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"{option}: unknown dataset(s) {unknown}; choose from {known}")
-    if not names:
-        raise ValueError(f"{option}: give at least one dataset")
-    return list(names)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from basin.detectors import Detector
 from basin.metrics import ood_metrics
 from basin.training.backbone_aug import autocast
 
-SIDES = ("reject-id", "accept-ood")
+DETECTOR_ATTACKS = ("reject-id", "accept-ood")
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,9 @@ def attack_detector(det: Detector, objective_name: str, x: Tensor, eps: float, *
         kind: ``"pgd"`` or ``"square"``.
         queries: Square's queries per input.
     """
-    if objective_name not in SIDES:
-        raise ValueError(f"objective_name: expected one of {SIDES}, got {objective_name!r}")
+    if objective_name not in DETECTOR_ATTACKS:
+        raise ValueError(f"objective_name: expected one of {DETECTOR_ATTACKS}, "
+                         f"got {objective_name!r}")
     objective = replace(make_objective(objective_name, detector=det), success_fn=None)
     out = []
     for i in range(0, len(x), batch):
@@ -113,7 +114,7 @@ def detector_robustness(det: Detector, x_id: Tensor, x_ood: Tensor,
     s_id, s_ood = scores(x_id), scores(x_ood)
     clean, correct_clean = ood_metrics(s_id, s_ood, t), _correct(s_id, s_ood, t)
     grad = min(gradient_nonzero_fraction(make_objective(o, detector=det), x[:64])
-               for o, x in zip(SIDES, (x_id, x_ood), strict=True))
+               for o, x in zip(DETECTOR_ATTACKS, (x_id, x_ood), strict=True))
     # eps = 0 must reproduce the clean decisions exactly (the attack plumbing adds nothing)
     eps0 = _correct(scores(attack_detector(det, "reject-id", x_id, 0.0, steps=1, seed=0)),
                     s_ood, t)
