@@ -8,6 +8,7 @@ from basin.detectors.msp import MSPDetector
 from basin.detectors.odin import ODINDetector
 from basin.detectors.pearson import PearsonDetector, pearson_correlation
 from basin.detectors.pixel_autoencoder import PixelAutoencoderDetector
+from basin.detectors.registry import DETECTORS, detector_class
 from basin.detectors.reject import RejectOptionClassifier, RejectOptionResult
 from basin.detectors.zhou import ZhouDetector
 
@@ -16,3 +17,4 @@ __all__ += ["PearsonDetector", "RejectOptionClassifier", "RejectOptionResult",
             "pearson_correlation"]
 __all__ += ["CombinedDetector", "EnergyDetector", "MSPDetector", "MahalanobisDetector",
             "ODINDetector", "PixelAutoencoderDetector", "ZhouDetector"]
+__all__ += ["DETECTORS", "detector_class"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -27,6 +27,17 @@ class ReconstructingClassifier(Protocol):
     def probabilities(self, x: Tensor) -> Tensor: ...
 
     def reconstruct(self, x: Tensor) -> Tensor: ...
+
+
+def class_probabilities(model: Any, x: Tensor) -> Tensor:
+    """Class probabilities of any classifier: ``probabilities(x)`` if it has one, else the
+    softmax of ``logits(x)``, else the softmax of ``model(x)`` (logits)."""
+    for method in ("probabilities", "logits"):
+        fn = getattr(model, method, None)
+        if callable(fn):
+            out = fn(x)
+            return out if method == "probabilities" else torch.softmax(out, dim=1)
+    return torch.softmax(model(x), dim=1)
 
 
 @dataclass(frozen=True)
@@ -59,18 +70,20 @@ class RejectOptionClassifier:
     """Reject inputs the detector calls OOD, classify the rest.
 
     Args:
-        model: has ``probabilities(x)`` (F) and, for ``classify="iterate"``,
-            ``reconstruct(x)`` (G); an ``AttractorNet``. Put in eval mode here.
+        model: any classifier: ``probabilities(x)``, ``logits(x)`` or a callable returning
+            logits (softmax applied); for ``classify="iterate"`` also ``reconstruct(x)``
+            (G), e.g. an ``AttractorNet``. Put in eval mode here.
         detector: any ``Detector`` with a threshold (set by hand or by ``calibrate``).
         classify: ``"input"`` classifies ``F(x)``; ``"iterate"`` classifies ``F(G^n(x))``.
         steps: n for ``"iterate"`` (0 classifies the input itself).
     """
 
-    def __init__(self, model: ReconstructingClassifier, detector: Detector, *,
+    def __init__(self, model: ReconstructingClassifier | Any, detector: Detector, *,
                  classify: Literal["input", "iterate"] = "input", steps: int = 1) -> None:
-        if not callable(getattr(model, "probabilities", None)):
-            raise ValueError(f"model must have a probabilities(x) method, got "
-                             f"{type(model).__name__}")
+        if not any(callable(getattr(model, m, None)) for m in ("probabilities", "logits")) \
+                and not callable(model):
+            raise ValueError(f"model must return logits (be callable or have logits(x) or "
+                             f"probabilities(x)), got {type(model).__name__}")
         if not isinstance(detector, Detector):
             raise ValueError(f"detector must be a basin Detector, got {type(detector).__name__}")
         if classify not in CLASSIFY_MODES:
@@ -122,7 +135,7 @@ class RejectOptionClassifier:
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size].to(device)
             scores.append(self.detector.score(batch).detach().reshape(-1).to(x.device))
-            probabilities.append(self.model.probabilities(self._classifier_input(batch))
+            probabilities.append(class_probabilities(self.model, self._classifier_input(batch))
                                  .detach().to(x.device))
         if not scores:
             raise ValueError("x is empty: nothing to classify")

@@ -5,7 +5,8 @@ through two maps: the penultimate *features* ``f = features(x)`` of shape (N, D)
 *logits* computed from them, ``logits_from_features(f)`` of shape (N, C). Any pretrained model
 that exposes those two (a CIFAR-10 backbone of basin's own, or one a user brings) can be
 plugged into every detector; :class:`LinearHeadClassifier` adapts the common case of a
-feature extractor followed by one ``nn.Linear``.
+feature extractor followed by one ``nn.Linear``, and :class:`LogitsClassifier` any model
+that only returns logits (features optional).
 
 The detectors never switch the model between train and eval mode: put it in ``eval()``
 before fitting or scoring (batch-norm statistics must not move while scores are computed).
@@ -13,6 +14,7 @@ before fitting or scoring (batch-norm statistics must not move while scores are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -112,6 +114,73 @@ class LinearHeadClassifier(LinearHeadMixin, nn.Module):
             raise ValueError(f"feature_extractor: produced {f.shape[1]} features per input, "
                              f"the head expects {self.head.in_features}")
         return f
+
+
+class LogitsClassifier(nn.Module):
+    """Adapt *any* model that maps inputs to logits to :class:`FeatureClassifier`.
+
+    Every detector and the audit then work on models basin has never seen. Features are
+    optional: with ``features`` and ``head`` given, ``features(x)`` is the penultimate layer
+    and ``head`` maps it to the logits (``model`` is then only used for ``forward``); without
+    them the logits themselves serve as the features and ``logits_from_features`` is the
+    identity, which keeps ``logits(x) == logits_from_features(features(x))`` exact (MSP,
+    Energy and ODIN are unchanged; Mahalanobis then models the logit space).
+
+    Args:
+        model: ``nn.Module`` (or callable) mapping a batch to logits (N, C); a model with a
+            ``logits`` method is called through it.
+        features: optional callable ``x -> (N, D)`` penultimate features.
+        head: optional callable ``(N, D) -> (N, C)``; required together with ``features``.
+    """
+
+    def __init__(self, model: nn.Module, features: Callable[[Tensor], Tensor] | None = None,
+                 head: Callable[[Tensor], Tensor] | None = None) -> None:
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"model: expected a callable nn.Module, got {type(model).__name__}")
+        if (features is None) != (head is None):
+            raise TypeError("features, head: give both (penultimate features and the map to "
+                            "logits) or neither (the logits are then the features)")
+        self.model = model
+        self._features = features
+        self._head = head
+
+    def logits(self, x: Tensor) -> Tensor:
+        if self._features is not None and self._head is not None:
+            return self.logits_from_features(self.features(x))
+        inner = getattr(self.model, "logits", None)
+        out = inner(x) if callable(inner) else self.model(x)
+        if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"model: must return logits of shape ({x.shape[0]}, n_classes), "
+                             f"got {got}")
+        return out
+
+    def features(self, x: Tensor) -> Tensor:
+        if self._features is None:
+            return self.logits(x)
+        f = self._features(x)
+        return f.reshape(f.shape[0], -1)
+
+    def logits_from_features(self, f: Tensor) -> Tensor:
+        return f if self._head is None else self._head(f)
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.logits(x), dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(x)
+
+
+def as_feature_classifier(model: object) -> FeatureClassifier:
+    """``model`` itself if it is a :class:`FeatureClassifier`, else a :class:`LogitsClassifier`
+    around it (the logits then double as features)."""
+    if isinstance(model, FeatureClassifier):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected an nn.Module returning logits, got "
+                        f"{type(model).__name__}")
+    return LogitsClassifier(model)
 
 
 @torch.no_grad()
