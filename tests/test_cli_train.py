@@ -42,7 +42,8 @@ def toy_run(tmp_path_factory) -> tuple[Path, str]:
 def test_train_writes_the_four_files_with_their_content(toy_run):
     out, output = toy_run
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "history.json",
-                                                      "metrics.json", "model.safetensors"]
+                                                      "metrics.json", "model.safetensors",
+                                                      "model.safetensors.json"]
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == {"widths": [12, 10, 8, 6, 8, 10, 12], "n_classes": 3,
                                "output_activation": "relu"}

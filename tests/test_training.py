@@ -223,7 +223,8 @@ def test_run_folder_round_trip_is_bit_exact(tmp_path):
     x = tiny_data().test_x
     assert torch.equal(loaded.net.reconstruct(x), result.net.reconstruct(x))
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["config.json", "history.json", "metrics.json", "model.safetensors"]
+    assert names == ["config.json", "history.json", "metrics.json", "model.safetensors",
+                     "model.safetensors.json"]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ A checkpoint folder holds ``state.safetensors`` (model weights and buffers under
 SGD momentum buffers under ``momentum.<parameter name>``, the lookahead average under
 ``ema.``; the epoch in its metadata) and ``state.json`` (epoch, history, training seconds and
 the training config). The JSON is written last, and both record the epoch, so a crash between
-the two writes is detected rather than silently mixing two epochs.
+the two writes is detected rather than silently mixing two epochs. The tensors are checked
+against their sha256 record (``state.safetensors.json``, see :mod:`basin.utils.io`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import Tensor, nn
 
 from basin.utils.io import (
     CheckpointError,
     atomic_write_json,
     load_state_dict_strict,
-    load_tensors,
     read_json,
+    read_tensors,
     save_tensors,
 )
 
@@ -94,8 +94,8 @@ def load_state(directory: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         raise CheckpointError(f"{json_path}: written with a different training config "
                               f"(differs in {changed}); resume with the same options or "
                               "start a new run folder")
-    tensors = load_tensors(tensor_path)
-    _check_epoch(tensor_path, int(meta["epoch"]))
+    tensors, metadata = read_tensors(tensor_path)
+    _check_epoch(tensor_path, metadata.get("epoch"), int(meta["epoch"]))
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_dict_strict(model, model_state, tensor_path)
     params = dict(model.named_parameters())
@@ -113,9 +113,7 @@ def load_state(directory: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     return int(meta["epoch"]), list(meta["history"]), float(meta.get("train_seconds", 0.0))
 
 
-def _check_epoch(path: Path, epoch: int) -> None:
-    with safe_open(str(path), framework="pt") as handle:
-        stored = (handle.metadata() or {}).get("epoch")
+def _check_epoch(path: Path, stored: str | None, epoch: int) -> None:
     if stored != str(epoch):
         raise CheckpointError(f"{path}: holds epoch {stored}, but {path.parent / STATE_JSON} "
                               f"says {epoch} (interrupted while saving?); delete the "

@@ -4,7 +4,9 @@ Two files in ``DIR/checkpoint/``, each written atomically: ``state.safetensors``
 tensor (the network, the stage heads, the stage's best weights so far and Adam's moment
 estimates) and ``state.json`` the small state (stage, epoch, best accuracy, epochs since the
 best, history, wall time). Both carry the same ``checkpoint_id``, so a pair that was torn by a
-crash between the two writes is detected instead of silently mixing two epochs.
+crash between the two writes is detected instead of silently mixing two epochs. The tensors
+are checked against their sha256 record (``state.safetensors.json``, see
+:mod:`basin.utils.io`), so a damaged byte is refused rather than resumed from.
 
 Nothing random needs saving: data order and projection noise come from generators seeded by
 (seed, stage, epoch), so the tensors and counters here are the whole state of a run.

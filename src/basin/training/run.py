@@ -9,6 +9,7 @@ Layout of ``DIR``:
 - ``checkpoint/``: the per-epoch training state (``basin.training.checkpoint``), removed once
   the run is complete;
 - ``model.safetensors``: the trained network (its ``state_dict``), written at the end;
+  ``model.safetensors.json`` beside it records its sha256, checked on every load;
 - ``metrics.json``: test accuracy, test loss terms and wall time, written last, so its
   presence means "complete".
 
