@@ -16,6 +16,7 @@ import torch
 
 from basin.cli.options import device_option, mirror_option, seed_option
 from basin.training.config import DATASETS, JACOBIAN_METHODS, PRESETS, TrainConfig, preset
+from basin.training.robust_config import ROBUST_PRESETS
 from basin.training.run import RunPaths, read_run_config, run_status
 
 # The smoke run: a small paper-attractor-like network, seconds per stage on a laptop CPU.
@@ -120,8 +121,30 @@ def _report(metrics: dict[str, Any], out: str) -> None:
     click.echo(f"run written to {out}")
 
 
+def _robust(preset_name: str | None, out: str, resume: bool, changes: dict[str, Any],
+            mirror: str | None, quiet: bool) -> bool:
+    """Run an adversarial attractor training (basin.training.robust) if that is what the
+    preset or the run in --out is; False otherwise."""
+    from basin.training.robust_run import is_robust_run, robust_config_for, run_robust
+    from basin.utils.io import CheckpointError
+    if preset_name not in ROBUST_PRESETS and not (preset_name is None and resume
+                                                  and is_robust_run(out)):
+        return False
+    try:
+        config = robust_config_for(preset_name, out, resume, changes)
+        metrics = run_robust(config, out, resume=resume, mirror=mirror, quiet=quiet)
+    except (ValueError, CheckpointError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"test accuracy: {metrics.get('test_accuracy', float('nan')):.4f} "
+               f"(validation {metrics['val_accuracy']:.4f}, threshold for 95% validation "
+               f"acceptance {metrics['val_threshold_95']:.4f}, {metrics['wall_s']:.1f} s)")
+    click.echo(f"run written to {out}")
+    return True
+
+
 @click.command()
-@click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default=None,
+@click.option("--preset", "preset_name", type=click.Choice(sorted([*PRESETS, *ROBUST_PRESETS])),
+              default=None,
               help="Starting configuration (required unless --resume finds a run in --out).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run folder: model.safetensors, config.json, history.json, metrics.json.")
@@ -157,6 +180,8 @@ def train(ctx: click.Context, preset_name: str | None, out: str, seed: int,
     _set_threads(threads)
     options["seed"] = seed
     changes = _overrides(ctx, options)
+    if _robust(preset_name, out, resume, changes, mirror, quiet):
+        return
     if resume and run_status(out) != "empty":
         try:
             stored = read_run_config(out)["train"]

@@ -1,0 +1,245 @@
+"""Adversarial attractor training (issue 13): the loop, its epsilon ramp and its monitor.
+
+Per batch of digits ``x`` (and ``outlier_fraction`` as many outliers ``o`` from the pool):
+
+1. one PGD attack on the digits maximising ``CE(F(x')) + w (1 - r(x', G(x')))`` (the head's
+   loss and the similarity at once, so one attack serves every ID term);
+2. one PGD attack on the outliers maximising ``r(o', G(o')) + w' max log F(o')``;
+3. one step on ``basin.losses.robust.robust_loss``.
+
+Epsilon grows linearly per step over the first ``ramp_epochs``; the learning rate is
+constant until then and follows a cosine afterwards. After every epoch a small monitor on
+held-out validation images (never test images) logs clean accuracy, PGD-10 accuracy at the
+full epsilon, the acceptance threshold for 95% of validation digits, the fraction of
+validation-pool outliers accepted at it and the silent-failure rate of a joint attack.
+
+Run folder (``load_run`` reads it like any basin run): ``config.json`` (``model``,
+``train`` = ``RobustConfig.to_dict()``, ``run``), ``history.json``, ``checkpoint/`` while
+training, ``model.safetensors`` and ``metrics.json`` (written last: "complete").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from basin.data.outliers import OutlierPool
+from basin.detectors.base import threshold_for_acceptance
+from basin.losses.robust import (
+    id_attack_loss,
+    outlier_attack_loss,
+    robust_loss,
+    similarity,
+)
+from basin.models.attractor import AttractorNet
+from basin.training.data import TrainData
+from basin.training.robust_config import RobustConfig
+from basin.training.robust_state import load_state, save_state
+from basin.training.run import RunPaths, ensure_can_start
+from basin.utils.io import atomic_write_json, save_tensors
+from basin.utils.runinfo import run_record
+
+LossFn = Callable[[Tensor], Tensor]
+
+
+def pgd_linf(loss_fn: LossFn, x: Tensor, epsilon: float, steps: int, step_size: float,
+             generator: torch.Generator | None) -> Tensor:
+    """Sign-gradient ascent on ``loss_fn(x').sum()`` inside the L-inf ball and [0, 1],
+    from a uniform random start (the cheap training attack; the last iterate is returned).
+    With ``steps = 0`` or ``epsilon = 0`` returns ``x``."""
+    if steps == 0 or epsilon == 0:
+        return x.detach()
+    noise = torch.rand(x.shape, generator=generator) * 2 - 1
+    x_adv = (x + epsilon * noise.to(x)).clamp(0.0, 1.0).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(x_adv).sum(), x_adv)
+        with torch.no_grad():
+            x_adv = x_adv + step_size * grad.sign()
+            x_adv = torch.minimum(torch.maximum(x_adv, x - epsilon), x + epsilon).clamp(0, 1)
+        x_adv = x_adv.detach()
+    return x_adv
+
+
+def epsilon_at(config: RobustConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Linear ramp from 0 (first step) to ``config.epsilon`` at the end of ``ramp_epochs``."""
+    if config.ramp_epochs == 0:
+        return config.epsilon
+    progress = (epoch * steps_per_epoch + step + 1) / (config.ramp_epochs * steps_per_epoch)
+    return config.epsilon * min(1.0, progress)
+
+
+def lr_at(config: RobustConfig, epoch: int) -> float:
+    """Constant during the ramp, then a cosine from ``lr`` to ``lr * lr_final``."""
+    if epoch < config.ramp_epochs or config.epochs <= config.ramp_epochs:
+        return config.lr
+    t = (epoch - config.ramp_epochs) / max(1, config.epochs - config.ramp_epochs - 1)
+    floor = config.lr * config.lr_final
+    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def build_robust_model(config: RobustConfig) -> AttractorNet:
+    torch.manual_seed(config.seed)
+    return AttractorNet(config.widths, 10, output_activation=config.output_activation)
+
+
+def as_images(x: Tensor) -> Tensor:
+    """Flat 784-pixel batches (the toy problem) as (N, 1, 28, 28); images unchanged."""
+    return x.reshape(x.shape[0], 1, 28, 28) if x.dim() == 2 else x
+
+
+def train_epoch(net: AttractorNet, optimizer: torch.optim.Optimizer, config: RobustConfig,
+                x_all: Tensor, y_all: Tensor, pool: OutlierPool | None, epoch: int
+                ) -> dict[str, float]:
+    """One pass over the training images; returns the mean of every loss term."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(x_all), generator=gen)
+    steps = math.ceil(len(x_all) / config.batch_size)
+    n_out = round(config.batch_size * config.outlier_fraction) if pool is not None else 0
+    sums: dict[str, float] = {}
+    net.train()
+    for step in range(steps):
+        idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+        x, y = x_all[idx], y_all[idx]
+        eps = epsilon_at(config, epoch, step, steps)
+        size = config.step_factor * eps / max(1, config.id_steps)
+        x_adv = pgd_linf(
+            lambda t, y=y: id_attack_loss(net, t, y, sim_weight=config.attack_sim_weight),
+            x, eps, config.id_steps, size, gen)
+        o_adv = None
+        if n_out:
+            o, _ = pool.sample(max(1, round(n_out * len(idx) / config.batch_size)), gen)
+            o_size = config.step_factor * eps / max(1, config.outlier_steps)
+            o_adv = pgd_linf(lambda t: outlier_attack_loss(
+                net, t, conf_weight=config.attack_conf_weight),
+                o, eps, config.outlier_steps, o_size, gen)
+        terms = robust_loss(net, x, x_adv, y, o_adv, config.weights, generator=gen)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        optimizer.step()
+        for key, value in terms.as_floats().items():
+            sums[key] = sums.get(key, 0.0) + value
+        sums["epsilon"] = eps
+    return {k: (v if k == "epsilon" else v / steps) for k, v in sums.items()}
+
+
+def monitor(net: AttractorNet, config: RobustConfig, val_x: Tensor, val_y: Tensor,
+            pool: OutlierPool | None) -> dict[str, float]:
+    """Cheap held-out checks after an epoch (validation images and a fixed pool draw)."""
+    net.eval()
+    n = min(config.monitor_n, len(val_x))
+    x, y = val_x[:n], val_y[:n]
+    eps = config.epsilon
+    gen = torch.Generator().manual_seed(12345)
+    with torch.no_grad():
+        clean_acc = float((net.logits(x).argmax(1) == y).float().mean())
+        scores = similarity(net, val_x[:4 * n], config.score_steps)
+        threshold = threshold_for_acceptance(scores, 0.95)
+    x_pgd = pgd_linf(lambda t: id_attack_loss(net, t, y, sim_weight=0.0), x, eps, 10,
+                     2.5 * eps / 10, gen)
+
+    def joint(t: Tensor) -> Tensor:
+        ce = id_attack_loss(net, t, y, sim_weight=0.0)
+        return ce - 10.0 * torch.relu(threshold - similarity(net, t, config.score_steps))
+
+    x_joint = pgd_linf(joint, x, eps, 10, 2.5 * eps / 10, gen)
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        out["val_clean_acc"] = clean_acc
+        out["val_pgd10_acc"] = float((net.logits(x_pgd).argmax(1) == y).float().mean())
+        wrong = net.logits(x_joint).argmax(1) != y
+        accepted = similarity(net, x_joint, config.score_steps) >= threshold
+        out["val_joint_silent"] = float((wrong & accepted).float().mean())
+        out["val_threshold"] = threshold
+        out["val_score_median"] = float(scores.median())
+    if pool is not None:
+        o, _ = pool.sample(n, torch.Generator().manual_seed(54321))
+        o_att = pgd_linf(lambda t: similarity(net, t, config.score_steps), o, eps, 10,
+                         2.5 * eps / 10, gen)
+        with torch.no_grad():
+            out["pool_accepted_clean"] = float(
+                (similarity(net, o, config.score_steps) >= threshold).float().mean())
+            out["pool_accepted_pgd10"] = float(
+                (similarity(net, o_att, config.score_steps) >= threshold).float().mean())
+    return out
+
+
+def _start_run(paths: RunPaths, config: RobustConfig, net: AttractorNet,
+               data: TrainData, resume: bool) -> None:
+    status = ensure_can_start(paths.root, resume)
+    if status == "empty":
+        atomic_write_json(paths.config, {"model": net.config(), "train": config.to_dict(),
+                                         "kind": "robust",
+                                         "run": run_record(config.to_dict(), config.seed,
+                                                           data.checksums)})
+
+
+def train_robust(config: RobustConfig, data: TrainData, pool: OutlierPool | None,
+                 out_dir: str | Path, *, resume: bool = False,
+                 log: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Train into ``out_dir`` (refusing to overwrite unless ``resume``); return metrics."""
+    paths = RunPaths(Path(out_dir))
+    net = build_robust_model(config)
+    _start_run(paths, config, net, data, resume)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    state: dict[str, Any] = {"epoch": 0, "history": [], "wall_s": 0.0}
+    if resume and (paths.checkpoint / "state.json").is_file():
+        state = load_state(paths.checkpoint, net, optimizer)
+    x_all, y_all = as_images(data.train_x), data.train_y
+    val_x, val_y = as_images(data.val_x), data.val_y
+    for epoch in range(state["epoch"], config.epochs):
+        start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(config, epoch)
+        losses = train_epoch(net, optimizer, config, x_all, y_all, pool, epoch)
+        train_s = time.perf_counter() - start
+        checks = monitor(net, config, val_x, val_y, pool)
+        entry = {"epoch": epoch + 1, "lr": lr_at(config, epoch), "train_s": train_s,
+                 "epoch_s": time.perf_counter() - start, **losses, **checks}
+        state["history"].append(entry)
+        state["epoch"], state["wall_s"] = epoch + 1, state["wall_s"] + entry["epoch_s"]
+        save_state(paths.checkpoint, net, optimizer, state)
+        state = {**state, "checkpoint_id": state.get("checkpoint_id", 0) + 1}
+        atomic_write_json(paths.history, state["history"])
+        if log is not None:
+            log(format_entry(entry, config.epochs))
+    return _finish(paths, net, config, data, state)
+
+
+def format_entry(entry: dict[str, Any], epochs: int) -> str:
+    keys = ("epsilon", "ce_adv", "acc_adv", "r_adv", "sim_ood", "val_clean_acc",
+            "val_pgd10_acc", "val_joint_silent", "val_threshold", "pool_accepted_clean",
+            "pool_accepted_pgd10")
+    parts = [f"{k}={entry[k]:.4f}" for k in keys if k in entry]
+    return f"epoch {entry['epoch']}/{epochs} ({entry['epoch_s']:.0f} s): " + " ".join(parts)
+
+
+def _finish(paths: RunPaths, net: AttractorNet, config: RobustConfig, data: TrainData,
+            state: dict[str, Any]) -> dict[str, Any]:
+    net.eval()
+    metrics: dict[str, Any] = {"wall_s": state["wall_s"], "epochs": state["epoch"],
+                               "preset": config.preset}
+    with torch.no_grad():
+        val_x = as_images(data.val_x)
+        metrics["val_accuracy"] = _accuracy(net, val_x, data.val_y)
+        scores = torch.cat([similarity(net, val_x[i:i + 1000], config.score_steps)
+                            for i in range(0, len(val_x), 1000)])
+        metrics["val_threshold_95"] = threshold_for_acceptance(scores, 0.95)
+        if data.test_x is not None:
+            metrics["test_accuracy"] = _accuracy(net, as_images(data.test_x), data.test_y)
+            metrics["n_test"] = len(data.test_x)
+    save_tensors(paths.model, net.state_dict())
+    atomic_write_json(paths.metrics, metrics)
+    return metrics
+
+
+def _accuracy(net: AttractorNet, x: Tensor, y: Tensor) -> float:
+    hits = sum(int((net.logits(x[i:i + 2000]).argmax(1) == y[i:i + 2000]).sum())
+               for i in range(0, len(x), 2000))
+    return hits / len(x)

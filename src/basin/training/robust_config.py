@@ -1,0 +1,120 @@
+"""``RobustConfig``: every setting of a robust attractor training run, and its presets.
+
+Plain data like ``TrainConfig``: stored as JSON beside the run and compared on resume.
+The cost model that sized the ``attractor-robust`` preset (issue 13, 2 shared CPU cores):
+each batch costs ``1 + id_steps`` forward/backward passes of the whole autoencoder on the
+digits plus ``1 + outlier_steps`` on half as many outliers, i.e. about
+``(1 + id_steps) + (1 + outlier_steps) / 2`` times a plain step of G + F.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from basin.losses.robust import RobustWeights
+from basin.training.config import PAPER_WIDTHS
+
+ROBUST_DATASETS = ("mnist", "toy")
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """Settings that change the trained weights (and ``preset``, which does not).
+
+    ``epsilon`` is ramped linearly from 0 over the first ``ramp_epochs`` (per step); the
+    learning rate stays at ``lr`` until the ramp ends, then follows a cosine to
+    ``lr * lr_final``. ``id_steps`` / ``outlier_steps`` are the PGD steps of the training
+    attacks (step ``step_factor * eps / steps``, random start); 0 outlier steps with
+    ``outlier_fraction > 0`` uses clean outliers (plain outlier exposure); 0 id steps and
+    ``weights.ce_adv = 0`` is plain training. ``score_steps`` is n in ``r(x, G^n(x))``.
+    """
+
+    dataset: str = "mnist"
+    train_size: int | None = None
+    val_size: int | None = None
+    widths: tuple[int, ...] = PAPER_WIDTHS
+    output_activation: str = "clamp"
+    epochs: int = 20
+    batch_size: int = 128
+    outlier_fraction: float = 0.5
+    lr: float = 1e-3
+    lr_final: float = 0.05
+    epsilon: float = 0.3
+    ramp_epochs: int = 8
+    id_steps: int = 3
+    outlier_steps: int = 2
+    step_factor: float = 2.5
+    attack_sim_weight: float = 1.0
+    attack_conf_weight: float = 0.5
+    score_steps: int = 1
+    weights: RobustWeights = field(default_factory=RobustWeights)
+    monitor_n: int = 200
+    seed: int = 0
+    preset: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if isinstance(self.weights, Mapping):
+            object.__setattr__(self, "weights", RobustWeights(**dict(self.weights)))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first unusable field."""
+        if self.dataset not in ROBUST_DATASETS:
+            raise ValueError(f"dataset: unknown {self.dataset!r}; choose from "
+                             f"{ROBUST_DATASETS}")
+        w = self.widths
+        if len(w) < 3 or len(w) % 2 == 0 or w[0] != w[-1] or w[0] != 784:
+            raise ValueError(f"widths: need an odd number >= 3 of widths from 784 to 784, "
+                             f"got {list(w)}")
+        for name in ("epochs", "batch_size", "score_steps", "monitor_n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("ramp_epochs", "id_steps", "outlier_steps", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon: must lie in [0, 1], got {self.epsilon}")
+        if not 0.0 <= self.outlier_fraction <= 4.0:
+            raise ValueError(f"outlier_fraction: must lie in [0, 4], got "
+                             f"{self.outlier_fraction}")
+        if not (self.lr > 0 and 0 < self.lr_final <= 1 and self.step_factor > 0):
+            raise ValueError(f"lr, lr_final, step_factor: need lr > 0, 0 < lr_final <= 1, "
+                             f"step_factor > 0, got {self.lr}, {self.lr_final}, "
+                             f"{self.step_factor}")
+        for name in ("train_size", "val_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: must be >= 1 or None, got {value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["widths"] = list(self.widths)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RobustConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"robust config: unknown field(s) {unknown}")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> RobustConfig:
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, other: RobustConfig) -> dict[str, tuple[Any, Any]]:
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in mine if k != "preset" and mine[k] != theirs[k]}
+
+
+ROBUST_PRESETS: dict[str, RobustConfig] = {
+    # The issue's system on all 50,000 MNIST training images, sized for <= 60 min here.
+    "attractor-robust": RobustConfig(epochs=18, ramp_epochs=7, preset="attractor-robust"),
+    # The same recipe on 5,000 images for --quick (a few minutes).
+    "attractor-robust-quick": RobustConfig(train_size=5000, val_size=2000, epochs=6,
+                                           ramp_epochs=3, preset="attractor-robust-quick"),
+}
