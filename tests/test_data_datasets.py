@@ -80,6 +80,7 @@ def fake_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(sources.BASE_URL_ENV, raising=False)
     monkeypatch.setenv(sources.HOME_ENV, str(tmp_path / "home"))
 
 
@@ -166,10 +167,15 @@ def test_download_fills_the_cache(fake_mirror: Path, tmp_path: Path,
     for rel in dataset_info("notmnist").files:
         url = (fake_mirror / f"{rel}.gz").as_uri()
         monkeypatch.setitem(sources.REMOTES, rel, sources.Remote(url))
-    cache = tmp_path / "cache"
+    cache, empty_mirror = tmp_path / "cache", tmp_path / "empty-mirror"
+    empty_mirror.mkdir()
     with pytest.raises(DatasetError, match="basin data fetch"):
-        load_dataset("notmnist", cache_dir=cache)
-    loaded = load_dataset("notmnist", cache_dir=cache, download=True)
+        load_dataset("notmnist", cache_dir=cache, download=False)
+    # by default a configured mirror means offline: nothing is downloaded
+    with pytest.raises(DatasetError, match="not found in mirror"):
+        load_dataset("notmnist", mirror=empty_mirror, cache_dir=cache)
+    assert not cache.exists()
+    loaded = load_dataset("notmnist", cache_dir=cache)  # no mirror configured: downloads
     assert torch.equal(image_numbers(loaded.images), torch.arange(10_000))
     assert (cache / "notmnist" / "t10k-images-idx3-ubyte.gz").is_file()
     assert set(verify_dataset("notmnist", cache_dir=cache)) == set(dataset_info("notmnist").files)

@@ -1,6 +1,7 @@
 """``basin data``: list, verify and fetch the datasets.
 
-``verify`` is what ``make run`` calls first: one line per dataset, ``OK`` or ``FAILED`` with
+``verify`` is what ``make run`` calls first when a mirror exists (without one it calls
+``fetch`` of the datasets the main job needs): one line per dataset, ``OK`` or ``FAILED`` with
 the reason naming the file, exit status 1 if anything failed. An optional dataset (the
 Tiny-ImageNet sets, which the offline mirror lacks) with none of its files on disk is reported
 ``absent (optional)`` and does not fail; once any of its files is present it is verified like
@@ -15,7 +16,13 @@ import click
 
 from basin.cli.options import mirror_option
 from basin.data import DatasetError, dataset_info, dataset_names, verify_dataset
-from basin.data.sources import download_files, locate, resolve_cache_dir, resolve_mirror
+from basin.data.sources import (
+    BASE_URL_ENV,
+    download_files,
+    locate,
+    resolve_cache_dir,
+    resolve_mirror,
+)
 
 _NAMES = click.Choice(dataset_names())
 _cache_option = click.option(
@@ -87,7 +94,8 @@ def verify(mirror: str | None, cache_dir: str | None, names: tuple[str, ...]) ->
                 click.echo(f"{name}: absent (optional): {absent}; `basin data fetch {name}` "
                            "downloads it")
                 continue
-            checksums = verify_dataset(name, mirror=mirror, cache_dir=cache_dir)
+            checksums = verify_dataset(name, mirror=mirror, cache_dir=cache_dir,
+                                       download=False)
         except DatasetError as exc:
             failed = True
             click.echo(f"{name}: FAILED: {exc}")
@@ -102,8 +110,11 @@ def verify(mirror: str | None, cache_dir: str | None, names: tuple[str, ...]) ->
 @_cache_option
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait on the network before giving up.")
+@click.option("--base-url", default=None, metavar="URL",
+              help=f"Fetch from a web copy of the mirror at URL [default: ${BASE_URL_ENV}, "
+                   "else the official sources].")
 @click.argument("names", nargs=-1, required=True, type=_NAMES)
-def fetch(mirror: str | None, cache_dir: str | None, timeout: float,
+def fetch(mirror: str | None, cache_dir: str | None, timeout: float, base_url: str | None,
           names: tuple[str, ...]) -> None:
     """Download NAMES' files missing from the mirror and cache into the cache, verified."""
     failed = False
@@ -116,9 +127,9 @@ def fetch(mirror: str | None, cache_dir: str | None, timeout: float,
             mirror_dir, cache = resolve_mirror(mirror), resolve_cache_dir(cache_dir)
             missing = [f for f in info.files
                        if locate(f, mirror=mirror_dir, cache_dir=cache) is None]
-            download_files(missing, cache, timeout=timeout,
+            download_files(missing, cache, timeout=timeout, base_url=base_url,
                            log=lambda line: click.echo(line, err=True))
-            verify_dataset(name, mirror=mirror_dir, cache_dir=cache)
+            verify_dataset(name, mirror=mirror_dir, cache_dir=cache, download=False)
         except DatasetError as exc:
             failed = True
             click.echo(f"{name}: FAILED: {exc}")

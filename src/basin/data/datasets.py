@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +98,14 @@ class ImageDataset:
 
 
 def load_dataset(name: str, split: str = "test", *, mirror: PathArg = None,
-                 cache_dir: PathArg = None, download: bool = False, seed: int = 0,
+                 cache_dir: PathArg = None, download: bool | None = None, seed: int = 0,
                  shape: tuple[int, int, int] | None = None) -> ImageDataset:
     """Load split ``split`` of dataset ``name`` (see :func:`dataset_names`), verified.
 
     Files come from ``mirror`` (else ``$BASIN_DATA_MIRROR``), then ``cache_dir`` (else
-    ``$BASIN_HOME/data``), then, only with ``download=True``, the official URLs. ``seed`` and
+    ``$BASIN_HOME/data``), then the official URLs: with ``download=None`` (the default) only
+    when no mirror is configured, so a fresh online machine needs no set-up while a mirror
+    user never touches the network; ``True`` always, ``False`` never. ``seed`` and
     ``shape`` (C, H, W) apply only to the synthetic noise sets; the real datasets' splits are
     fixed and ignore the seed. ``tiny-imagenet`` is the official zip's 10,000 validation
     images, each 64x64 JPEG resized to 32x32 by Pillow's ``Image.resize((32, 32),
@@ -144,17 +147,18 @@ def load_dataset(name: str, split: str = "test", *, mirror: PathArg = None,
                         classes or info.classes, indices)
 
 
-def verify_dataset(name: str, *, mirror: PathArg = None,
-                   cache_dir: PathArg = None) -> dict[str, str]:
+def verify_dataset(name: str, *, mirror: PathArg = None, cache_dir: PathArg = None,
+                   download: bool | None = None) -> dict[str, str]:
     """Check every file of ``name``; ``{relative file: sha256 of uncompressed content}``.
 
     Files with only a published MD5 map to ``"md5:"`` + its hex digest. Synthetic sets have
     no files and return ``{}``. Any missing or corrupt file raises :class:`DatasetError`
-    naming it.
+    naming it. Missing files are downloaded first as :func:`load_dataset` does (``download``
+    None: only when no mirror is configured); ``basin data verify`` passes False.
     """
     info = dataset_info(name)
     return {rel: verify_file(rel, path)
-            for rel, path in _locate_all(info.files, mirror, cache_dir, download=False)}
+            for rel, path in _locate_all(info.files, mirror, cache_dir, download)}
 
 
 def is_available(name: str, mirror: PathArg = None, *, cache_dir: PathArg = None) -> bool:
@@ -175,21 +179,24 @@ def is_available(name: str, mirror: PathArg = None, *, cache_dir: PathArg = None
 
 
 def mirror_checksums(names: Iterable[str], *, mirror: PathArg = None,
-                     cache_dir: PathArg = None) -> dict[str, str]:
+                     cache_dir: PathArg = None, download: bool | None = None
+                     ) -> dict[str, str]:
     """The verified checksums of every file behind ``names``, to record next to results."""
     checksums: dict[str, str] = {}
     for name in names:
-        checksums.update(verify_dataset(name, mirror=mirror, cache_dir=cache_dir))
+        checksums.update(verify_dataset(name, mirror=mirror, cache_dir=cache_dir,
+                                        download=download))
     return dict(sorted(checksums.items()))
 
 
 def _locate_all(relpaths: Iterable[str], mirror: PathArg, cache_dir: PathArg,
-                download: bool) -> list[tuple[str, Path]]:
+                download: bool | None) -> list[tuple[str, Path]]:
+    """Each file's path on disk, downloading the missing ones if ``download`` (None: auto)."""
     mirror_dir, cache = resolve_mirror(mirror), resolve_cache_dir(cache_dir)
     relpaths = list(relpaths)
     missing = [r for r in relpaths if locate(r, mirror=mirror_dir, cache_dir=cache) is None]
-    if missing and download:
-        download_files(missing, cache)
+    if missing and (mirror_dir is None if download is None else download):
+        download_files(missing, cache, log=lambda line: print(line, file=sys.stderr))
     found = []
     for rel in relpaths:
         hit = locate(rel, mirror=mirror_dir, cache_dir=cache)

@@ -6,8 +6,11 @@ looked for, in this order, in
 1. the read-only *mirror* folder: the ``mirror`` argument, else ``$BASIN_DATA_MIRROR``;
 2. the local *cache*: the ``cache_dir`` argument, else ``$BASIN_HOME/data`` (``BASIN_HOME``
    defaults to ``~/.cache/basin``), laid out like the mirror;
-3. the official URL, only when downloading is asked for (``download=True`` or
-   ``basin data fetch``); the download lands in the cache.
+3. the official URL (or, with ``$BASIN_DATA_URL`` / ``base_url``, a web copy of the mirror
+   laid out like it), when downloading is asked for (``download=True``, ``basin data fetch``)
+   or, by default, whenever no mirror is configured; the download lands in the cache, shown
+   with a progress bar on a terminal, and is renamed into place only once verified. Offline,
+   it fails in one line saying to set ``$BASIN_DATA_MIRROR`` or to run online.
 
 In the mirror and the cache a file may be stored as ``name`` or ``name.gz``. Every file is
 verified against the sha256 of its uncompressed content (:mod:`basin.data.checksums`) before
@@ -34,12 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from tqdm import tqdm
+
 from basin.data.checksums import MD5, SHA256
 from basin.data.errors import DatasetError
 from basin.utils.io import atomic_path
 
 MIRROR_ENV = "BASIN_DATA_MIRROR"
 HOME_ENV = "BASIN_HOME"
+BASE_URL_ENV = "BASIN_DATA_URL"
+"""Base URL of a web copy of the mirror (``<base>/<relpath>`` or ``.gz``), for every file."""
 
 _MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -242,11 +249,41 @@ def read_verified(relpath: str, path: Path) -> bytes:
 def _download(url: str, dest: Path, timeout: float, label: str) -> None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
+            length = response.headers.get("Content-Length") if response.headers else None
+            total = int(length) if length and length.isdigit() else None
+            # disable=None: a bar on a terminal, nothing in logs and tests
+            with tqdm.wrapattr(out, "write", total=total, desc=Path(label).name, unit="B",
+                               unit_scale=True, unit_divisor=1024, leave=False,
+                               disable=None) as progress:
+                shutil.copyfileobj(response, progress, 1 << 20)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DatasetError(f"{label}: could not download {url} ({reason}); offline? Use "
-                           f"--mirror DIR or ${MIRROR_ENV} instead") from exc
+        raise DatasetError(f"{label}: could not download {url} ({reason}): set "
+                           f"${MIRROR_ENV} (or --mirror DIR) to a data mirror, or run "
+                           "online") from exc
+
+
+def _download_from_copy(relpath: str, base_url: str, cache_dir: Path, timeout: float,
+                        log: Callable[[str], None] | None) -> Path:
+    """Fetch ``relpath`` from a web copy of the mirror: ``<base>/<relpath>.gz``, else as is."""
+
+    def fetch(name: str) -> Path:
+        url, target = f"{base_url.rstrip('/')}/{name}", cache_dir / name
+        if log:
+            log(f"downloading {url} -> {target}")
+        with atomic_path(target) as tmp:
+            _download(url, tmp, timeout, relpath)
+            verify_file(relpath, tmp, gzipped=name != relpath)
+        return target
+
+    if not relpath.endswith(".gz"):  # the mirror stores most files gzipped
+        try:
+            return fetch(f"{relpath}.gz")
+        except DatasetError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, urllib.error.HTTPError) and cause.code == 404):
+                raise
+    return fetch(relpath)
 
 
 def _extract_members(archive: Path, url: str, wanted: dict[str, str], cache_dir: Path) -> None:
@@ -268,13 +305,18 @@ def _extract_members(archive: Path, url: str, wanted: dict[str, str], cache_dir:
 
 
 def download_files(relpaths: Iterable[str], cache_dir: Path, *, timeout: float = 60.0,
-                   log: Callable[[str], None] | None = None) -> list[Path]:
-    """Download ``relpaths`` from their official URLs into ``cache_dir``, verified.
+                   log: Callable[[str], None] | None = None,
+                   base_url: str | None = None) -> list[Path]:
+    """Download ``relpaths`` into ``cache_dir``, verified; returns the paths written.
 
-    Each file goes to a temporary name first and is renamed only after its checksum passes,
-    so a failure or Ctrl-C never leaves a partial or wrong file in the cache.
+    From the official URLs, or from ``base_url`` (else ``$BASIN_DATA_URL``), a web copy of
+    the mirror. Each file goes to a temporary name first and is renamed only after its checksum
+    passes, so a failure or Ctrl-C never leaves a partial or wrong file in the cache.
     """
     relpaths = list(dict.fromkeys(relpaths))
+    base_url = base_url or os.environ.get(BASE_URL_ENV) or None
+    if base_url is not None:
+        return [_download_from_copy(r, base_url, cache_dir, timeout, log) for r in relpaths]
     unknown = [r for r in relpaths if r not in REMOTES]
     if unknown:
         raise DatasetError(f"{unknown[0]}: no official download URL known")
