@@ -1,11 +1,20 @@
-# Set-up and entry points. `make run` and `make test` are all a fresh machine needs,
-# given the offline data mirror at ../shared/data (or BASIN_DATA_MIRROR set elsewhere).
+# Set-up and entry points. `make run` and `make test` are all a fresh machine needs.
+# Data: the offline mirror ($BASIN_DATA_MIRROR, else ../shared/data when it exists) is used
+# and verified first; without one, `make run` downloads what the main job needs from the
+# official sources (verified, into ~/.cache/basin/data), and fails in one line if offline.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-export BASIN_DATA_MIRROR ?= $(abspath ../shared/data)
+DEFAULT_MIRROR := $(abspath ../shared/data)
+ifeq ($(strip $(BASIN_DATA_MIRROR)),)
+  ifneq ($(wildcard $(DEFAULT_MIRROR)/.),)
+    export BASIN_DATA_MIRROR := $(DEFAULT_MIRROR)
+  endif
+endif
+# the datasets `basin reproduce attractor-paper` reads
+RUN_DATASETS := mnist fashion-mnist cifar10-bw notmnist omniglot
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-fast lint typecheck clean
 
 $(BIN)/basin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +26,27 @@ $(BIN)/basin: pyproject.toml
 install: $(BIN)/basin
 
 run: install
+ifneq ($(strip $(BASIN_DATA_MIRROR)),)
 	$(BIN)/basin data verify
+else
+	@echo "no data mirror (set BASIN_DATA_MIRROR to use one): downloading $(RUN_DATASETS)"
+	$(BIN)/basin data fetch $(RUN_DATASETS)
+endif
 	$(BIN)/basin reproduce attractor-paper --quick --out runs/attractor-quick --seed 0
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
+# mypy on src/basin (config in pyproject.toml); not yet part of `make test`
+typecheck: install
+	$(BIN)/mypy
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
+
+# unit tests only: no slow pipelines, no data mirror
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
