@@ -11,6 +11,9 @@ from torch import nn
 
 from basin.attacks import (
     ATTACKS,
+    DETECTOR_OBJECTIVES,
+    OBJECTIVE_KEEPS,
+    OBJECTIVE_KINDS,
     OBJECTIVES,
     PGD,
     AttackSpec,
@@ -164,6 +167,10 @@ def test_every_registered_objective_builds() -> None:
     det = SumDetector(threshold=-8.0)
     x, y = torch.rand(3, 4), torch.tensor([0, 1, 0])
     for name in OBJECTIVES:
+        if name == "dlr":  # needs >= 3 classes; the dead-loop net has 2
+            with pytest.raises(ValueError, match="'dlr' needs at least 3 classes"):
+                make_objective(name, _dead_loop_net(), detector=det)
+            continue
         objective = make_objective(name, _dead_loop_net(), detector=det)
         assert objective.name == name
         assert objective(x, y).shape == (3,) and objective.success(x, y).shape == (3,)
@@ -238,7 +245,7 @@ def test_build_attack_checks_the_objective_matches() -> None:
     spec = parse_attack_spec("pgd:ce:8/255")
     with pytest.raises(ValueError, match="names objective 'ce' but the objective given is"):
         build_attack(spec, make_objective("reject-id", detector=SumDetector(threshold=0.0)))
-    assert set(ATTACKS) == {"fgsm", "pgd", "square"}
+    assert set(ATTACKS) == {"fgsm", "pgd", "square", "apgd"}
 
 
 # -- sanity helpers -------------------------------------------------------------------------
@@ -278,3 +285,60 @@ def test_sanity_flags_edges() -> None:
         sanity_flags(0.5, 0.5, {"pgd": 1.3}, {}, 1.0)
     with pytest.raises(ValueError, match="clean_acc must be an accuracy"):
         sanity_flags(float("nan"), 0.5, {}, {}, 1.0)
+
+
+# -- kinds, default keeps, one-forward evaluation ------------------------------------------
+def test_objectives_declare_kind_and_keep() -> None:
+    assert OBJECTIVE_KINDS == {
+        "ce": "classifier", "dlr": "classifier", "margin": "classifier",
+        "paper": "classifier", "through-loop": "classifier",
+        "through-loop-bpda": "classifier", "reject-id": "detector",
+        "accept-ood": "detector", "end-to-end": "joint"}
+    assert {n for n, k in OBJECTIVE_KEEPS.items() if k == "strongest"} == {"reject-id",
+                                                                          "accept-ood"}
+    assert {"reject-id", "accept-ood", "end-to-end"} == DETECTOR_OBJECTIVES
+    det = SumDetector(threshold=-8.0)
+    for name in OBJECTIVES:
+        net = _dead_loop_net() if name != "dlr" else nn.Linear(4, 3)
+        objective = make_objective(name, net, detector=det)
+        assert (objective.kind, objective.keep) == (OBJECTIVE_KINDS[name],
+                                                    OBJECTIVE_KEEPS[name])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Objective("x", lambda x, y: x.sum(1), kind="model")
+    with pytest.raises(ValueError, match="keep must be one of"):
+        Objective("x", lambda x, y: x.sum(1), keep="best")
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_one_forward_evaluation_agrees_with_loss_and_success(name: str) -> None:
+    torch.manual_seed(1)
+    net = AttractorNet((4, 6, 4), n_classes=3, output_activation="sigmoid")
+    x, y = torch.rand(16, 4), torch.randint(0, 3, (16,))
+    det = SumDetector(threshold=-2.0)
+    objective = make_objective(name, net, detector=det)
+    calls = {"n": 0}
+    forward = net.logits
+
+    def counted(z: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return forward(z)
+
+    net.logits = counted  # type: ignore[method-assign]
+    loss, success = objective.evaluate(x, y)
+    assert calls["n"] <= 1, f"{name}: evaluate ran the classifier {calls['n']} times"
+    torch.testing.assert_close(loss, objective(x, y))
+    assert torch.equal(success, objective.success(x, y)) and success.dtype == torch.bool
+    # detector objectives: score -sum(x) in [-4, 0] against T = -2 both ways
+    assert 0.0 < success.float().mean() < 1.0
+
+
+def test_keep_in_specs() -> None:
+    spec = parse_attack_spec("pgd:reject-id:8/255:keep=first-success:steps=5")
+    assert spec.attack_params() == {"keep": "first-success", "steps": 5}
+    attack = build_attack(spec, make_objective("reject-id", detector=SumDetector(threshold=0.)))
+    assert attack.keep == "first-success"
+    assert build_attack(parse_attack_spec("square:reject-id:0.1"),
+                        make_objective("reject-id", detector=SumDetector(threshold=0.))
+                        ).keep == "strongest"
+    with pytest.raises(ValueError, match="bad value for parameter keep='best'"):
+        parse_attack_spec("fgsm:ce:0.1:keep=best")

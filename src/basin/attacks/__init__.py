@@ -1,32 +1,59 @@
 """Adversarial attacks under an L-infinity threat model in pixel space [0, 1].
 
-One attack per file (``fgsm``, ``pgd``, ``square``) over a shared base (``base``); what an
-attack maximises is a pluggable per-sample :class:`Objective` (``objectives``, ``adaptive``),
-so any model or detector plugs in. ``registry`` lists both (``ATTACKS``, ``OBJECTIVES``),
-``spec`` parses command-line specs such as ``"pgd:ce:8/255:steps=40"``, and ``sanity`` holds
-the gradient-masking checks of the evaluation runner.
+One attack per file (``fgsm``, ``pgd``, ``apgd``, ``square``) over a shared base (``base``);
+what an attack maximises is a pluggable per-sample :class:`Objective` (``objectives``,
+``adaptive``), so any model or detector plugs in; every attack takes ``keep=`` (stop at the
+first success, or keep each input's strongest point, never worse than clean). ``registry``
+lists both (``ATTACKS``, ``OBJECTIVES``, the objectives' kinds), ``spec`` parses command-line
+specs such as ``"pgd:ce:8/255:steps=40"``, ``suite`` runs AutoAttack-style ensembles and keeps
+the worst case per input (``attacks="strongest"``), and ``sanity`` holds the
+gradient-masking checks.
 """
 
 from basin.attacks.adaptive import detector_score
-from basin.attacks.base import Attack, BestSoFar, GradientAttack, check_epsilon, project_linf
+from basin.attacks.apgd import APGD, apgd_checkpoints
+from basin.attacks.base import (
+    Attack,
+    BestSoFar,
+    GradientAttack,
+    check_epsilon,
+    check_keep,
+    project_linf,
+)
 from basin.attacks.fgsm import FGSM
 from basin.attacks.objectives import (
+    KEEPS,
+    KINDS,
     PAPER_WEIGHTS,
     Objective,
     classifier_logits,
+    dlr_loss,
     iterate_reconstruction,
+    margin_loss,
 )
 from basin.attacks.pgd import PGD
-from basin.attacks.registry import ATTACKS, DETECTOR_OBJECTIVES, OBJECTIVES, make_objective
+from basin.attacks.registry import (
+    ATTACKS,
+    DETECTOR_OBJECTIVES,
+    OBJECTIVE_KEEPS,
+    OBJECTIVE_KINDS,
+    OBJECTIVES,
+    make_objective,
+)
 from basin.attacks.sanity import gradient_nonzero_fraction, sanity_flags
 from basin.attacks.spec import AttackSpec, build_attack, parse_attack_spec, parse_epsilon
 from basin.attacks.square import Square, p_selection
 
 __all__ = [
+    "APGD",
     "ATTACKS",
     "DETECTOR_OBJECTIVES",
     "FGSM",
+    "KEEPS",
+    "KINDS",
     "OBJECTIVES",
+    "OBJECTIVE_KEEPS",
+    "OBJECTIVE_KINDS",
     "PAPER_WEIGHTS",
     "PGD",
     "Attack",
@@ -35,13 +62,17 @@ __all__ = [
     "GradientAttack",
     "Objective",
     "Square",
+    "apgd_checkpoints",
     "build_attack",
     "check_epsilon",
+    "check_keep",
     "classifier_logits",
     "detector_score",
+    "dlr_loss",
     "gradient_nonzero_fraction",
     "iterate_reconstruction",
     "make_objective",
+    "margin_loss",
     "p_selection",
     "parse_attack_spec",
     "parse_epsilon",

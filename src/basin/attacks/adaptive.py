@@ -14,6 +14,11 @@ convention that ``score`` is higher for in-distribution and ``score >= threshold
   the penalty pulls the input back into the accepted region. Success requires both
   ``argmax F(x) != y`` and ``score(x) >= T``.
 
+``reject-id`` and ``accept-ood`` are of kind ``"detector"`` and keep each input's strongest
+point by default (the score itself, not its crossing of T, drives AUROC and FPR95);
+``end-to-end`` is ``"joint"`` and stops at the first success. Each computes loss and success
+from one pass of the model and the detector.
+
 The threshold is read from the detector at every call, so recalibrating the detector after
 building the objective is honoured; it must be set when the objective is built.
 """
@@ -27,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from basin.attacks.objectives import Objective, classifier_logits, misclassified
+from basin.attacks.objectives import Objective, classifier_logits, declare, misclassified
 
 
 def _check_detector(detector: Any, name: str) -> None:
@@ -59,32 +64,41 @@ def _threshold(detector: Any) -> float:
     return float(threshold)
 
 
+def _score_objective(name: str, detector: Any, sign: float) -> Objective:
+    """``sign * score``, success ``score < T`` (sign -1) or ``score >= T`` (sign +1)."""
+
+    def crossed(score: Tensor) -> Tensor:
+        threshold = _threshold(detector)
+        return score < threshold if sign < 0 else score >= threshold
+
+    def loss(x: Tensor, y: Tensor | None) -> Tensor:
+        return sign * detector_score(detector, x)
+
+    def success(x: Tensor, y: Tensor | None) -> Tensor:
+        return crossed(detector_score(detector, x))
+
+    def evaluate(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        score = detector_score(detector, x)
+        return sign * score, crossed(score.detach())
+
+    return Objective(name, loss, success, needs_labels=False, evaluate_fn=evaluate)
+
+
+@declare("detector", keep="strongest")
 def build_reject_id(model: Any = None, *, detector: Any = None, **_: Any) -> Objective:
     """Push in-distribution inputs to be rejected: maximise ``-score``."""
     _check_detector(detector, "reject-id")
-
-    def loss(x: Tensor, y: Tensor | None) -> Tensor:
-        return -detector_score(detector, x)
-
-    def success(x: Tensor, y: Tensor | None) -> Tensor:
-        return detector_score(detector, x) < _threshold(detector)
-
-    return Objective("reject-id", loss, success, needs_labels=False)
+    return _score_objective("reject-id", detector, -1.0)
 
 
+@declare("detector", keep="strongest")
 def build_accept_ood(model: Any = None, *, detector: Any = None, **_: Any) -> Objective:
     """Push OOD inputs to be accepted: maximise ``score``."""
     _check_detector(detector, "accept-ood")
-
-    def loss(x: Tensor, y: Tensor | None) -> Tensor:
-        return detector_score(detector, x)
-
-    def success(x: Tensor, y: Tensor | None) -> Tensor:
-        return detector_score(detector, x) >= _threshold(detector)
-
-    return Objective("accept-ood", loss, success, needs_labels=False)
+    return _score_objective("accept-ood", detector, 1.0)
 
 
+@declare("joint")
 def build_end_to_end(model: Any, *, detector: Any = None, penalty: float = 10.0,
                      margin: float = 0.0, **_: Any) -> Objective:
     """Misclassify while staying accepted: ``CE - penalty * relu(T + margin - score)``."""
@@ -97,13 +111,22 @@ def build_end_to_end(model: Any, *, detector: Any = None, penalty: float = 10.0,
     if not math.isfinite(margin):
         raise ValueError(f"objective 'end-to-end': margin must be finite, got {margin!r}")
 
-    def loss(x: Tensor, y: Tensor | None) -> Tensor:
-        ce = F.cross_entropy(classifier_logits(model, x), y, reduction="none")
-        shortfall = torch.relu(_threshold(detector) + margin - detector_score(detector, x))
+    def value(logits: Tensor, score: Tensor, y: Tensor | None) -> Tensor:
+        ce = F.cross_entropy(logits, y, reduction="none")
+        shortfall = torch.relu(_threshold(detector) + margin - score)
         return ce - penalty * shortfall.to(ce.dtype)
 
-    def success(x: Tensor, y: Tensor | None) -> Tensor:
-        wrong = misclassified(classifier_logits(model, x), y)
-        return wrong & (detector_score(detector, x) >= _threshold(detector))
+    def succeeded(logits: Tensor, score: Tensor, y: Tensor | None) -> Tensor:
+        return misclassified(logits, y) & (score >= _threshold(detector))
 
-    return Objective("end-to-end", loss, success)
+    def loss(x: Tensor, y: Tensor | None) -> Tensor:
+        return value(classifier_logits(model, x), detector_score(detector, x), y)
+
+    def success(x: Tensor, y: Tensor | None) -> Tensor:
+        return succeeded(classifier_logits(model, x), detector_score(detector, x), y)
+
+    def evaluate(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        logits, score = classifier_logits(model, x), detector_score(detector, x)
+        return value(logits, score, y), succeeded(logits.detach(), score.detach(), y)
+
+    return Objective("end-to-end", loss, success, evaluate_fn=evaluate)

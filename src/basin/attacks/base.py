@@ -10,6 +10,13 @@ take gradients with ``torch.autograd.grad`` with respect to the input only (so n
 is left on any parameter), and never touch ``model.train()``/``eval()``; setting the mode is
 the caller's job. Random draws come from a CPU generator seeded with ``seed`` and are then
 moved to the input's device, so a run is reproducible and the same on CPU and GPU.
+
+What an attack returns per input is its ``keep`` rule (default: the objective's own):
+``"first-success"`` keeps the first successful iterate and stops attacking that input (the
+remaining inputs go on as a smaller batch, so finished inputs cost nothing), else the
+highest-objective iterate; ``"strongest"`` ignores the success test and keeps the
+highest-objective point seen, the clean input included, so it is never worse than clean.
+Loss and success come from one forward pass (:meth:`Objective.evaluate`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from basin.attacks.objectives import Objective
+from basin.attacks.objectives import KEEPS, Objective
 from basin.models.attractor import check_images
 
 
@@ -41,21 +48,52 @@ def project_linf(x_adv: Tensor, x: Tensor, epsilon: float) -> Tensor:
     return torch.clamp(x + delta, 0.0, 1.0)
 
 
-class BestSoFar:
-    """Per-sample best candidate: the first successful one, else the highest loss."""
+def check_keep(keep: str | None, objective: Objective) -> str:
+    """``keep``, or the objective's default when None; ValueError naming the argument."""
+    if keep is None:
+        return objective.keep
+    if keep not in KEEPS:
+        raise ValueError(f"keep must be one of {KEEPS} (or None for the objective's "
+                         f"default), got {keep!r}")
+    return keep
 
-    def __init__(self, x: Tensor) -> None:
+
+def take_rows(t: Tensor | None, rows: Tensor) -> Tensor | None:
+    """``t[rows]``, passing None through (label-free objectives have ``y = None``)."""
+    return None if t is None else t[rows]
+
+
+class BestSoFar:
+    """Per-sample best candidate: the first successful one, else the highest loss.
+
+    With ``clean_loss`` the clean input is itself a candidate of that loss (the ``strongest``
+    rule: never worse than clean). ``update`` may cover a subset of the rows (``idx``), which
+    is how attacks that stop on successful inputs report the rest.
+    """
+
+    def __init__(self, x: Tensor, clean_loss: Tensor | None = None) -> None:
         self.x = x.detach().clone()
         self.loss = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=torch.float64)
+        if clean_loss is not None:
+            clean = clean_loss.detach().to(torch.float64)
+            self.loss = torch.where(torch.isnan(clean), self.loss, clean)
         self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
 
-    def update(self, x_cand: Tensor, loss: Tensor, success: Tensor) -> None:
+    def update(self, x_cand: Tensor, loss: Tensor, success: Tensor,
+               idx: Tensor | None = None) -> None:
         loss = loss.detach().to(torch.float64)
-        # NaN losses compare False and are never kept
-        better = ~self.success & (success | (loss > self.loss))
-        self.x[better] = x_cand.detach()[better]
-        self.loss = torch.where(better, loss, self.loss)
-        self.success = self.success | (better & success)
+        if idx is None:
+            # NaN losses compare False and are never kept
+            better = ~self.success & (success | (loss > self.loss))
+            self.x[better] = x_cand.detach()[better]
+            self.loss = torch.where(better, loss, self.loss)
+            self.success = self.success | (better & success)
+            return
+        better = ~self.success[idx] & (success | (loss > self.loss[idx]))
+        rows = idx[better]
+        self.x[rows] = x_cand.detach()[better]
+        self.loss[rows] = loss[better]
+        self.success[rows] = success[better]
 
 
 class Attack(ABC):
@@ -67,13 +105,28 @@ class Attack(ABC):
 
     name: ClassVar[str] = "attack"
 
-    def __init__(self, objective: Objective, epsilon: float, *, seed: int = 0) -> None:
+    def __init__(self, objective: Objective, epsilon: float, *, seed: int = 0,
+                 keep: str | None = None) -> None:
         if not isinstance(objective, Objective):
             raise ValueError(f"objective must be a basin.attacks.Objective, got "
                              f"{type(objective).__name__}")
         self.objective = objective
         self.epsilon = check_epsilon(epsilon)
         self.seed = int(seed)
+        self.keep = check_keep(keep, objective)
+
+    @property
+    def strongest(self) -> bool:
+        """Whether this attack ignores the success test (``keep="strongest"``)."""
+        return self.keep == "strongest"
+
+    def evaluate(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Detached ``(loss, success)`` at ``x``, success all False under ``"strongest"``."""
+        with torch.no_grad():
+            loss, success = self.objective.evaluate(x, y)
+        if self.strongest:
+            success = torch.zeros_like(success)
+        return loss.detach(), success
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(objective={self.objective.name!r}, eps={self.epsilon:.6g})"
@@ -111,8 +164,21 @@ class GradientAttack(Attack):
 
     def loss_and_grad(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
         """Per-sample loss at ``x`` and its input gradient (NaN entries replaced by 0)."""
+        loss, _, grad = self._with_grad(x, y, with_success=False)
+        return loss, grad
+
+    def evaluate_with_grad(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(loss, success, grad)`` at ``x`` from one forward and one backward pass."""
+        return self._with_grad(x, y, with_success=True)
+
+    def _with_grad(self, x: Tensor, y: Tensor | None,
+                   with_success: bool) -> tuple[Tensor, Tensor, Tensor]:
         x_var = x.detach().requires_grad_(True)
-        loss = self.objective(x_var, y)
+        if with_success and not self.strongest:
+            loss, success = self.objective.evaluate(x_var, y)
+        else:
+            loss = self.objective(x_var, y)
+            success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         grad = None
         if loss.requires_grad:
             (grad,) = torch.autograd.grad(loss.sum(), x_var, allow_unused=True)
@@ -120,7 +186,7 @@ class GradientAttack(Attack):
             # the objective does not depend on x: no direction to follow
             grad = torch.zeros_like(x)
         grad = torch.where(torch.isnan(grad), torch.zeros_like(grad), grad)
-        return loss.detach(), grad
+        return loss.detach(), success, grad
 
     def step(self, x_adv: Tensor, x: Tensor, grad: Tensor, step_size: float) -> Tensor:
         """One ascent step along ``sign(grad)`` followed by the projection."""

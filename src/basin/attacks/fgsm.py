@@ -10,6 +10,9 @@ Arguments:
     objective: :class:`~basin.attacks.objectives.Objective` to maximise.
     epsilon: perturbation budget in [0, 1] (``parse_epsilon("20/255")``).
     seed: unused (FGSM draws nothing); accepted so every attack builds the same way.
+    keep: ``"first-success"`` returns the step whatever it does (the paper's FGSM);
+        ``"strongest"`` returns ``x`` itself where the step lowered the objective. Default:
+        the objective's ``keep``.
 
 Shapes: ``x`` (N, C, H, W) or (N, D) in [0, 1]; ``y`` (N,) integer labels (or None for
 label-free objectives); returns ``x_adv`` with the shape, dtype and device of ``x``.
@@ -23,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from basin.attacks.base import GradientAttack
@@ -34,5 +38,10 @@ class FGSM(GradientAttack):
     name = "fgsm"
 
     def _perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
-        _, grad = self.loss_and_grad(x, y)
-        return self.step(x, x, grad, self.epsilon)
+        clean_loss, grad = self.loss_and_grad(x, y)
+        x_adv = self.step(x, x, grad, self.epsilon)
+        if not self.strongest:
+            return x_adv
+        loss, _ = self.evaluate(x_adv, y)
+        clean_wins = ((clean_loss > loss) | torch.isnan(loss)).reshape((-1,) + (1,) * (x.dim() - 1))
+        return torch.where(clean_wins, x, x_adv)

@@ -7,8 +7,10 @@ Threat model: L-infinity, ``|x_adv - x|_inf <= epsilon``, images in [0, 1]; whit
 Each restart starts from a point drawn uniformly in the epsilon-ball (seeded), takes
 ``steps`` sign-gradient steps of ``step_size``, each followed by the projection onto the
 ball intersected with [0, 1]. Every iterate of every restart is a candidate; per sample the
-first successful candidate is kept (if the objective defines success), else the one with
-the highest objective. ``epsilon = 0`` returns ``x`` exactly.
+first successful candidate is kept (if the objective defines success; the input then leaves
+the batch), else the one with the highest objective. Each step takes loss, success and
+gradient from one forward and one backward pass; only the last iterate of a restart costs
+an extra forward. ``epsilon = 0`` returns ``x`` exactly.
 
 Arguments:
     objective: :class:`~basin.attacks.objectives.Objective` to maximise.
@@ -19,6 +21,8 @@ Arguments:
     restarts: independent random starts (default 1).
     random_start: start uniformly in the ball (default True); False starts at ``x``.
     seed: seed of the random starts.
+    keep: ``"first-success"`` or ``"strongest"`` (ignore the success test, keep the highest
+        objective, the clean input included); default: the objective's ``keep``.
 
 Shapes: ``x`` (N, C, H, W) or (N, D) in [0, 1]; ``y`` (N,) integer labels or None for
 label-free objectives; returns ``x_adv`` with the shape, dtype and device of ``x``.
@@ -37,7 +41,7 @@ import math
 import torch
 from torch import Tensor
 
-from basin.attacks.base import BestSoFar, GradientAttack, project_linf
+from basin.attacks.base import BestSoFar, GradientAttack, project_linf, take_rows
 from basin.attacks.objectives import Objective
 
 
@@ -54,8 +58,8 @@ class PGD(GradientAttack):
 
     def __init__(self, objective: Objective, epsilon: float, *, steps: int = 40,
                  step_size: float | None = None, restarts: int = 1, random_start: bool = True,
-                 seed: int = 0) -> None:
-        super().__init__(objective, epsilon, seed=seed)
+                 seed: int = 0, keep: str | None = None) -> None:
+        super().__init__(objective, epsilon, seed=seed, keep=keep)
         self.steps = _positive_int(steps, "steps")
         self.restarts = _positive_int(restarts, "restarts")
         if step_size is None:
@@ -74,16 +78,30 @@ class PGD(GradientAttack):
         return project_linf(x + (self.epsilon * noise).to(x), x, self.epsilon)
 
     def _perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
-        best = BestSoFar(x)
+        # a start at x makes the clean input the first iterate: no separate forward needed
+        seed_clean = self.strongest and self.random_start
+        best = BestSoFar(x, self.evaluate(x, y)[0] if seed_clean else None)
         generator = self._generator()
         for _ in range(self.restarts):
-            x_adv = self._start(x, generator)
-            for _ in range(self.steps):
-                loss, grad = self.loss_and_grad(x_adv, y)
-                best.update(x_adv, loss, self.objective.success(x_adv, y))
-                x_adv = self.step(x_adv, x, grad, self.step_size)
-            with torch.no_grad():
-                best.update(x_adv, self.objective(x_adv, y), self.objective.success(x_adv, y))
-            if bool(best.success.all()):
+            start = self._start(x, generator)  # the whole batch: same draws whoever is left
+            idx = torch.nonzero(~best.success)[:, 0]
+            if len(idx) == 0:
                 break
+            self._restart(start[idx], x[idx], take_rows(y, idx), idx, best)
         return best.x
+
+    def _restart(self, x_adv: Tensor, x: Tensor, y: Tensor | None, idx: Tensor,
+                 best: BestSoFar) -> None:
+        """One restart on the rows ``idx``; inputs leave the batch at their first success."""
+        for _ in range(self.steps):
+            loss, success, grad = self.evaluate_with_grad(x_adv, y)
+            best.update(x_adv, loss, success, idx)
+            if bool(success.any()):
+                left = ~success
+                if not bool(left.any()):
+                    return
+                x_adv, x, grad, idx = x_adv[left], x[left], grad[left], idx[left]
+                y = take_rows(y, left)
+            x_adv = self.step(x_adv, x, grad, self.step_size)
+        loss, success = self.evaluate(x_adv, y)
+        best.update(x_adv, loss, success, idx)

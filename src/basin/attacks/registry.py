@@ -10,11 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 from basin.attacks.adaptive import build_accept_ood, build_end_to_end, build_reject_id
+from basin.attacks.apgd import APGD
 from basin.attacks.base import Attack
 from basin.attacks.fgsm import FGSM
 from basin.attacks.objectives import (
     Objective,
     build_ce,
+    build_dlr,
+    build_margin,
     build_paper,
     build_through_loop,
     build_through_loop_bpda,
@@ -22,10 +25,12 @@ from basin.attacks.objectives import (
 from basin.attacks.pgd import PGD
 from basin.attacks.square import Square
 
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "square": Square}
+ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "square": Square, "apgd": APGD}
 
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "ce": build_ce,
+    "dlr": build_dlr,
+    "margin": build_margin,
     "paper": build_paper,
     "through-loop": build_through_loop,
     "through-loop-bpda": build_through_loop_bpda,
@@ -34,8 +39,14 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "end-to-end": build_end_to_end,
 }
 
-# objectives that need a detector with a threshold
-DETECTOR_OBJECTIVES = frozenset({"reject-id", "accept-ood", "end-to-end"})
+# what each objective attacks, and what attacks keep by default, as the builders declare it
+OBJECTIVE_KINDS: dict[str, str] = {name: getattr(b, "kind", "classifier")
+                                   for name, b in OBJECTIVES.items()}
+OBJECTIVE_KEEPS: dict[str, str] = {name: getattr(b, "keep", "first-success")
+                                   for name, b in OBJECTIVES.items()}
+
+# objectives that need a detector with a threshold (kind "detector" or "joint")
+DETECTOR_OBJECTIVES = frozenset(n for n, kind in OBJECTIVE_KINDS.items() if kind != "classifier")
 
 
 def make_objective(name: str, model: Any = None, *, detector: Any = None, steps: int = 1,

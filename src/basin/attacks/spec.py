@@ -2,10 +2,12 @@
 
 Examples: ``"fgsm:paper:20/255"``, ``"pgd:ce:20/255:steps=40"``,
 ``"square:ce:8/255:queries=1000"``, ``"pgd:end-to-end:8/255:steps=40:restarts=2"``,
-``"pgd:through-loop:0.1:loop=5"``. Epsilon is a float or ``k/255`` in [0, 1].
+``"pgd:through-loop:0.1:loop=5"``, ``"apgd:dlr:8/255:steps=100:restarts=2"``,
+``"pgd:reject-id:8/255:keep=first-success"``. Epsilon is a float or ``k/255`` in [0, 1].
 
-Parameters belong either to the attack (``steps``, ``step_size``, ``restarts``,
-``random_start`` for pgd; ``queries``, ``p_init`` for square; none for fgsm) or to the
+Parameters belong either to the attack (``keep`` for every attack; ``steps``, ``step_size``,
+``restarts``, ``random_start`` for pgd; ``steps``, ``restarts``, ``rho``, ``alpha`` for apgd;
+``queries``, ``p_init`` for square) or to the
 objective (``loop`` for the through-loop objectives, ``penalty`` and ``margin`` for
 end-to-end). Everything is validated when the spec is parsed, so a typo fails before any
 model is loaded or any work starts.
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from basin.attacks.base import Attack
-from basin.attacks.objectives import Objective
+from basin.attacks.objectives import KEEPS, Objective
 from basin.attacks.registry import ATTACKS, OBJECTIVES
 
 
@@ -89,13 +91,29 @@ def _step_size(text: str) -> float:
     return parse_epsilon(text)
 
 
+def _keep(text: str) -> str:
+    value = text.strip()
+    if value not in KEEPS:
+        raise ValueError(f"expected one of {KEEPS}")
+    return value
+
+
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("expected a number in [0, 1]")
+    return value
+
+
 Parser = Callable[[str], Any]
 
 ATTACK_PARAMS: dict[str, dict[str, Parser]] = {
-    "fgsm": {},
+    "fgsm": {"keep": _keep},
     "pgd": {"steps": _positive_int, "step_size": _step_size, "restarts": _positive_int,
-            "random_start": _boolean},
-    "square": {"queries": _positive_int, "p_init": _fraction},
+            "random_start": _boolean, "keep": _keep},
+    "square": {"queries": _positive_int, "p_init": _fraction, "keep": _keep},
+    "apgd": {"steps": _positive_int, "restarts": _positive_int, "rho": _unit_interval,
+             "alpha": _fraction, "keep": _keep},
 }
 
 # spec key -> (make_objective keyword, parser, objectives that take it)

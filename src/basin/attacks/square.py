@@ -21,6 +21,9 @@ Arguments:
     image_shape: ``(C, H, W)`` for flat ``(N, D)`` inputs; default ``(1, r, r)`` when
         ``D = r * r``.
     seed: seed of every random draw.
+    keep: ``"first-success"`` (stop an input at its first success) or ``"strongest"``
+        (ignore the success test, spend every query, return the clean input where it beats
+        the search); default: the objective's ``keep``.
 
 Shapes: ``x`` (N, C, H, W) or (N, D) in [0, 1]; ``y`` (N,) integer labels or None for
 label-free objectives; returns ``x_adv`` with the shape, dtype and device of ``x``.
@@ -68,8 +71,8 @@ class Square(Attack):
 
     def __init__(self, objective: Objective, epsilon: float, *, queries: int = 5000,
                  p_init: float = 0.05, image_shape: Sequence[int] | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(objective, epsilon, seed=seed)
+                 seed: int = 0, keep: str | None = None) -> None:
+        super().__init__(objective, epsilon, seed=seed, keep=keep)
         if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
             raise ValueError(f"queries must be an integer >= 1, got {queries!r}")
         if isinstance(p_init, bool) or not isinstance(p_init, int | float) or not (
@@ -112,10 +115,10 @@ class Square(Attack):
 
         def evaluate(images: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
             flat = images.reshape(len(idx), *x.shape[1:])
-            labels = None if y is None else y[idx]
-            loss = self.objective(flat, labels).to(torch.float64)
+            loss, success = self.evaluate(flat, None if y is None else y[idx])
+            loss = loss.to(torch.float64)
             loss = torch.where(torch.isnan(loss), torch.full_like(loss, -math.inf), loss)
-            return loss, self.objective.success(flat, labels)
+            return loss, success
 
         with torch.no_grad():
             x_img = x.reshape(n, c, h, w)
@@ -151,4 +154,7 @@ class Square(Attack):
                 best[chosen] = candidate[accept]
                 best_loss[chosen] = loss[accept]
                 done[chosen] = success[accept]
+            if self.strongest:
+                clean_loss, _ = evaluate(x_img, everyone)
+                best = torch.where((clean_loss > best_loss)[:, None, None, None], x_img, best)
         return best.reshape(x.shape)
