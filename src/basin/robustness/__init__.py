@@ -1,5 +1,6 @@
 """System-level and detector-level robustness evaluation, and the record schema."""
 
+from basin.robustness.audit_report import AuditReport
 from basin.robustness.conditions import Condition, check_dataset_names, parse_conditions
 from basin.robustness.detector_level import (
     RobustnessSettings,
@@ -13,8 +14,11 @@ from basin.robustness.evaluation import (
     evaluate_run,
 )
 from basin.robustness.records import RECORD_FIELDS, SIDES, Record, pivot, select, value_of
+from basin.robustness.system import ScoreDetector
 
 __all__ = ["RECORD_FIELDS", "SIDES", "Condition", "EvaluationResult", "EvaluationSettings",
            "Evaluator", "Record", "RobustnessSettings", "attack_detector", "check_dataset_names",
            "detector_robustness", "evaluate_run", "parse_conditions", "pivot", "select",
            "value_of"]
+# the audit itself is basin.audit (basin.robustness.audit is its module, kept importable)
+__all__ += ["AuditReport", "ScoreDetector"]
