@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import os
 import shutil
 import tarfile
@@ -35,7 +36,6 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from tqdm import tqdm
 
@@ -188,7 +188,7 @@ def _stored_gzipped(relpath: str, path: Path) -> bool:
     return name == f"{own}.gz" or (name.endswith(".gz") and not own.endswith(".gz"))
 
 
-def _open_content(path: Path, gzipped: bool) -> BinaryIO:
+def _open_content(path: Path, gzipped: bool) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if gzipped else path.open("rb")
 
 

@@ -168,7 +168,8 @@ class _Builder:
                 continue
             m = self.chain(s, t)
             if t == L:
-                dm = m if self.d[L] is None else m * self.d[L].unsqueeze(-1)
+                d_last = self.d[L]
+                dm = m if d_last is None else m * d_last.unsqueeze(-1)
                 q = dm.transpose(-1, -2) @ dm
             else:
                 assert q is not None
@@ -223,7 +224,7 @@ def _sparse_chunk(weights: list[Tensor], d: list[Mask], plan: _Plan,
         # weights[i] is layer i + 1: rows are its units idx[i], columns the previous layer's
         w_b = [_gather(weights[0], idx[0], None),
                *(_gather(weights[i], idx[i], idx[i - 1]) for i in range(1, len(weights)))]
-        d_b = [None if x is None else x[b:b + 1].index_select(1, i)
+        d_b = [None if x is None or i is None else x[b:b + 1].index_select(1, i)
                for x, i in zip(d, idx, strict=True)]
         g_b = {"front": _gather(grams["front"], idx[0], idx[0])}
         if "back" in grams:

@@ -39,7 +39,7 @@ class TrainData:
         pairs = [("train", self.train_x, self.train_y), ("val", self.val_x, self.val_y)]
         if (self.test_x is None) != (self.test_y is None):
             raise ValueError("test_x and test_y must be given together")
-        if self.test_x is not None:
+        if self.test_x is not None and self.test_y is not None:
             pairs.append(("test", self.test_x, self.test_y))
         for name, x, y in pairs:
             if not x.is_floating_point() or x.dim() < 2 or len(x) == 0:
@@ -114,5 +114,6 @@ def load_train_data(config: TrainConfig, *, mirror: str | os.PathLike[str] | Non
             raise ValueError(f"n_classes: the config says {config.n_classes} but "
                              f"{config.dataset} has {len(ds.classes)} classes")
         splits[split] = (ds.images, ds.labels)
-    test = splits.get("test", (None, None))
-    return TrainData(*splits["train"], *splits["val"], *test, checksums=checksums)
+    test_pair: tuple[Tensor | None, Tensor | None] = splits.get("test", (None, None))
+    test_x, test_y = test_pair
+    return TrainData(*splits["train"], *splits["val"], test_x, test_y, checksums=checksums)

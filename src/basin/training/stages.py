@@ -96,6 +96,8 @@ def build_stage(net: AttractorNet, heads: nn.ModuleList, index: int,
                      net.autoencoder_stack(), net.head, (net,), bottleneck=n)
     encoder_layer, decoder_layer = net.stage_layers(index)
     head = heads[index]
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"heads[{index}]: expected an nn.Linear, got {type(head).__name__}")
     return Stage(index, stage_name(index, n), learning_rates[index], net,
                  net.stage_stack(index), head, (encoder_layer, decoder_layer, head),
                  bottleneck=1)

@@ -249,7 +249,8 @@ def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLik
     net, heads = net.to(dev), heads.to(dev)
     data = data.to(dev)
     order = stage_order(net.n_stages, config.pretrain)
-    state, best, adam_state = Progress(stage=order[0]), None, {}
+    state, best = Progress(stage=order[0]), None
+    adam_state: dict[int, dict[str, Tensor]] = {}
     if paths.checkpoint.exists():
         state, best, adam_state = _restore(paths, net, heads, dev)
     elif status == "empty":
