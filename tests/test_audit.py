@@ -108,6 +108,26 @@ def test_worst_case_scores_reach_the_exact_linear_extremes(problem: dict, report
     np.testing.assert_allclose(report.scores("id", EPS), clean_id - radius, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_strongest_suite_reaches_the_exact_answer_and_checks_black_box(problem: dict) -> None:
+    x, y = problem["x"][:24], problem["y"][:24]
+    rep = audit(problem["model"], LinearScore(problem["v"]), (x, y),
+                {"noise": problem["ood"][:16]}, epsilons=(0.02,), attacks="strongest", n=None,
+                calibration=problem["val"])
+    specs = {r.spec for r in rep.runs}
+    assert "apgd:margin:0.02:steps=100" in specs        # DLR needs 3 classes: margin instead
+    assert any(s.startswith("square:accept-ood") for s in specs)
+    margin = (1 - 2 * y.double()) * problem["f"][:24].double()
+    robust = float((margin > 0.02 * problem["w"].abs().sum()).double().mean())
+    assert rep.value(condition="worst-case", epsilon=0.02, dataset="id",
+                     metric="accuracy") == pytest.approx(robust, abs=1e-12)
+    radius = 0.02 * float(problem["v"].abs().sum())
+    clean_ood = (problem["ood"][:16].flatten(1).double() @ problem["v"].double()).numpy()
+    np.testing.assert_allclose(rep.scores("noise", 0.02), clean_ood + radius, atol=1e-5)
+    assert any("black-box (" in f and "OK" in f for f in rep.flags)
+    assert not rep.suspicious
+
+
 def test_eps0_records_equal_clean(report) -> None:
     clean_id = {r.metric: r.value for r in report.select(condition="clean", dataset="id")}
     at0 = {r.metric: r.value for r in report.select(condition="worst-case", epsilon=0.0,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from basin.attacks import AttackSpec, check_epsilon
+from basin.attacks import AttackSpec, check_epsilon, classifier_logits
 from basin.detectors import threshold_for_acceptance
 from basin.robustness.audit_attacks import (
     BLACK_BOX,
@@ -226,8 +226,10 @@ def _run(ctx: AuditContext, eps_list: list[float], templates: list[str], progres
     worst: dict[float, WorstCase] = {}
     runs: list[RunArrays] = []
     sanity: dict[float, list[str]] = {}
+    with torch.no_grad():
+        n_classes = int(classifier_logits(ctx.model, ctx.id_set.x[:1].to(ctx.device)).shape[1])
     for eps in eps_list:
-        specs = plan_attacks(templates, eps)
+        specs = plan_attacks(templates, eps, n_classes)
         worst[eps], eps_runs = _worst_case(ctx, specs, progress)
         runs += eps_runs
         records += worst_case_records(ctx.id_set.name, ctx.labels.numpy(),

@@ -7,9 +7,9 @@ The audit then keeps, per input, the worst case over every run on its side, so a
 attack can only make the reported numbers worse for the defender, never better.
 
 Suites are templates over epsilon: ``"fast"`` (PGD-10 on each goal, for tests and quick
-looks) and ``"strongest"`` (long PGD with restarts on each goal, the end-to-end objective at
-several weights of its acceptance term, and the Square black-box attack on the same goals,
-whose job is also to expose gradient masking).
+looks) and ``"strongest"`` (AutoAttack's composition on each goal: APGD with CE and DLR,
+PGD with restarts and the Square black-box attack, whose job is also to expose gradient
+masking; the end-to-end objective at several weights of its acceptance term).
 """
 
 from __future__ import annotations
@@ -21,13 +21,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from basin.attacks import AttackSpec, Objective, build_attack, make_objective, parse_attack_spec
+from basin.attacks import (
+    OBJECTIVE_KINDS,
+    AttackSpec,
+    Objective,
+    build_attack,
+    make_objective,
+    parse_attack_spec,
+)
 from basin.attacks.objectives import classifier_logits
 from basin.robustness.system import Data, derive_seed, format_epsilon
 
-# objectives on the detector score alone: run without their success test so each input keeps
-# its strongest iterate (lowest ID score, highest OOD score), which threshold-free metrics need
-SCORE_OBJECTIVES = frozenset({"reject-id", "accept-ood"})
+# objectives on the detector score alone; they keep each input's strongest point by default
+# (lowest ID score, highest OOD score, never worse than clean), which AUROC and FPR95 need
+SCORE_OBJECTIVES = frozenset(n for n, kind in OBJECTIVE_KINDS.items() if kind == "detector")
 OOD_OBJECTIVES = frozenset({"accept-ood"})
 BLACK_BOX = frozenset({"square"})
 
@@ -39,16 +46,22 @@ SUITES: dict[str, tuple[str, ...]] = {
         "pgd:reject-id:{eps}:steps=10",
         "pgd:accept-ood:{eps}:steps=10",
     ),
+    # AutoAttack's composition on every goal: APGD-CE, APGD-DLR (margin below 3 classes),
+    # PGD with restarts, Square; the end-to-end goal at three weights of its acceptance term
     "strongest": (
-        "pgd:ce:{eps}:steps=100:restarts=2",
-        "pgd:end-to-end:{eps}:steps=100:penalty=1",
-        "pgd:end-to-end:{eps}:steps=100:penalty=10",
-        "pgd:end-to-end:{eps}:steps=100:penalty=100",
-        "pgd:reject-id:{eps}:steps=100:restarts=2",
+        "apgd:ce:{eps}:steps=100",
+        "apgd:dlr:{eps}:steps=100",
+        "pgd:ce:{eps}:steps=50:restarts=2",
         "square:ce:{eps}:queries=1000",
+        "apgd:end-to-end:{eps}:steps=100:penalty=1",
+        "apgd:end-to-end:{eps}:steps=100:penalty=10",
+        "apgd:end-to-end:{eps}:steps=100:penalty=100",
         "square:end-to-end:{eps}:queries=1000:penalty=10",
+        "apgd:reject-id:{eps}:steps=100",
+        "pgd:reject-id:{eps}:steps=50:restarts=2",
         "square:reject-id:{eps}:queries=1000",
-        "pgd:accept-ood:{eps}:steps=100:restarts=2",
+        "apgd:accept-ood:{eps}:steps=100",
+        "pgd:accept-ood:{eps}:steps=50:restarts=2",
         "square:accept-ood:{eps}:queries=1000",
     ),
 }
@@ -80,9 +93,18 @@ def check_attacks(attacks: str | Sequence[str]) -> list[str]:
     return templates
 
 
-def plan_attacks(templates: Sequence[str], epsilon: float) -> list[AttackSpec]:
-    """Each template at ``epsilon``: a spec's own epsilon is a placeholder, replaced."""
-    return [_at_epsilon(t.replace("{eps}", "0"), epsilon) for t in templates]
+def plan_attacks(templates: Sequence[str], epsilon: float,
+                 n_classes: int | None = None) -> list[AttackSpec]:
+    """Each template at ``epsilon``: a spec's own epsilon is a placeholder, replaced. With
+    fewer than 3 classes the suites' DLR objective (undefined there) becomes ``margin``."""
+    out = []
+    for t in templates:
+        spec = _at_epsilon(t.replace("{eps}", "0"), epsilon)
+        if spec.objective == "dlr" and n_classes is not None and n_classes < 3 \
+                and t in SUITES["strongest"]:
+            spec = _at_epsilon(t.replace("{eps}", "0").replace(":dlr:", ":margin:"), epsilon)
+        out.append(spec)
+    return out
 
 
 def side_of(spec: AttackSpec) -> str:
@@ -91,21 +113,9 @@ def side_of(spec: AttackSpec) -> str:
 
 
 def build_objective(spec: AttackSpec, model: Any, detector: Any) -> Objective:
-    """The spec's objective on ``model`` and ``detector``; score objectives keep the strongest
-    iterate (no success test)."""
-    objective = make_objective(spec.objective, model, detector=detector,
-                               **spec.objective_kwargs())
-    if spec.objective in SCORE_OBJECTIVES:
-        objective = dataclasses.replace(objective, success_fn=None)
-    return objective
-
-
-@torch.no_grad()
-def _no_worse_than_clean(objective: Objective, x: Tensor, y: Tensor | None,
-                         x_adv: Tensor) -> Tensor:
-    """Per input, ``x`` where it beats ``x_adv`` on the objective (it lies in the ball too)."""
-    clean_wins = objective(x, y) > objective(x_adv, y)
-    return torch.where(clean_wins.reshape((-1,) + (1,) * (x.dim() - 1)), x, x_adv)
+    """The spec's objective on ``model`` and ``detector`` (its ``keep`` rule is the attack's
+    default unless the spec sets ``keep=``)."""
+    return make_objective(spec.objective, model, detector=detector, **spec.objective_kwargs())
 
 
 def run_attack(spec: AttackSpec, objective: Objective, data: Data, *, seed: int,
@@ -121,8 +131,6 @@ def run_attack(spec: AttackSpec, objective: Objective, data: Data, *, seed: int,
         if not objective.needs_labels:
             yb = None
         x_adv = attack.perturb(xb, yb)
-        if spec.objective in SCORE_OBJECTIVES:
-            x_adv = _no_worse_than_clean(objective, xb, yb, x_adv)
         out.append(x_adv.detach().cpu())
     return torch.cat(out)
 

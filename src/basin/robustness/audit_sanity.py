@@ -83,8 +83,7 @@ def sanity_for_epsilon(model: Any, detector: Any, id_set: Data, specs: Sequence[
     assert sub.y is not None
     x, y = sub.x.to(device), sub.y.to(device)
     clean = _accuracy(model, sub.x, sub.y, device)
-    probe = next((s for s in specs if s.objective not in SCORE_OBJECTIVES
-                  and s.objective != "accept-ood"), None)
+    probe = next((s for s in specs if s.objective not in SCORE_OBJECTIVES), None)
     eps0 = clean
     if probe is not None:
         objective = build_objective(probe, model, detector)
