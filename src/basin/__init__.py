@@ -25,10 +25,12 @@ Detectors (``basin.detectors``)
     ``score``, ``calibrate``, ``predict``), scores *higher for in-distribution*.
     ``RejectOptionClassifier`` answers a class, or -1 where the detector rejects.
 Attacks (``basin.attacks``)
-    L-infinity ``FGSM``, ``PGD``, ``Square`` over pluggable objectives built by
-    ``make_objective`` (``ce``, the paper's cost, through the iteration loop, BPDA, and the
-    detector-aware ``reject-id``, ``accept-ood``, ``end-to-end``); ``parse_attack_spec``
-    reads specs such as ``"pgd:end-to-end:8/255:steps=40"``.
+    L-infinity ``FGSM``, ``PGD``, ``APGD`` (AutoAttack's step-size schedule) and ``Square``
+    over pluggable objectives built by ``make_objective`` (``ce``, ``dlr``, ``margin``, the
+    paper's cost, through the iteration loop, BPDA, and the detector-aware ``reject-id``,
+    ``accept-ood``, ``end-to-end``); every attack takes ``keep=`` (first success, or each
+    input's strongest point); ``parse_attack_spec`` reads specs such as
+    ``"apgd:end-to-end:8/255:steps=100"``.
 Robustness (``basin.robustness``)
     ``audit``: the system-level, detector-aware audit of any classifier + detector, returning
     an ``AuditReport`` of ``Record`` objects (one schema for every result basin reports);
@@ -60,7 +62,7 @@ _EXPORTS: dict[str, str] = {
                      "MSPDetector", "MahalanobisDetector", "ODINDetector", "PearsonDetector",
                      "PixelAutoencoderDetector", "RejectOptionClassifier", "ZhouDetector"),
                     "basin.detectors"),
-    **dict.fromkeys(("FGSM", "PGD", "Square", "make_objective", "parse_attack_spec"),
+    **dict.fromkeys(("APGD", "FGSM", "PGD", "Square", "make_objective", "parse_attack_spec"),
                     "basin.attacks"),
     "audit": "basin.robustness.audit",
     "AuditReport": "basin.robustness.audit_report",
@@ -68,6 +70,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "APGD",
     "DETECTORS",
     "FGSM",
     "PGD",
@@ -101,7 +104,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers and the import-graph test
-    from basin.attacks import FGSM, PGD, Square, make_objective, parse_attack_spec
+    from basin.attacks import APGD, FGSM, PGD, Square, make_objective, parse_attack_spec
     from basin.data import ImageDataset, dataset_info, dataset_names, is_available, load_dataset
     from basin.detectors import (
         DETECTORS,
