@@ -40,13 +40,31 @@ from basin.attacks.registry import (
     OBJECTIVES,
     make_objective,
 )
-from basin.attacks.sanity import gradient_nonzero_fraction, sanity_flags
+from basin.attacks.sanity import (
+    autoattack_flags,
+    blackbox_flag,
+    flag_ok,
+    gradient_nonzero_fraction,
+    probability_output_flag,
+    randomness_flag,
+    sanity_flags,
+    zero_gradient_flag,
+)
 from basin.attacks.spec import AttackSpec, build_attack, parse_attack_spec, parse_epsilon
 from basin.attacks.square import Square, p_selection
+from basin.attacks.suite import (
+    ATTACK_SETS,
+    WorstCase,
+    WorstCaseResult,
+    resolve_attacks,
+    strongest_specs,
+    strongest_suite,
+)
 
 __all__ = [
     "APGD",
     "ATTACKS",
+    "ATTACK_SETS",
     "DETECTOR_OBJECTIVES",
     "FGSM",
     "KEEPS",
@@ -62,13 +80,18 @@ __all__ = [
     "GradientAttack",
     "Objective",
     "Square",
+    "WorstCase",
+    "WorstCaseResult",
     "apgd_checkpoints",
+    "autoattack_flags",
+    "blackbox_flag",
     "build_attack",
     "check_epsilon",
     "check_keep",
     "classifier_logits",
     "detector_score",
     "dlr_loss",
+    "flag_ok",
     "gradient_nonzero_fraction",
     "iterate_reconstruction",
     "make_objective",
@@ -76,6 +99,12 @@ __all__ = [
     "p_selection",
     "parse_attack_spec",
     "parse_epsilon",
+    "probability_output_flag",
     "project_linf",
+    "randomness_flag",
+    "resolve_attacks",
     "sanity_flags",
+    "strongest_specs",
+    "strongest_suite",
+    "zero_gradient_flag",
 ]
