@@ -73,7 +73,7 @@ def attractor_paper(out_dir: str, quick: bool, threads: int, seed: int, device: 
                     mirror: str | None) -> None:
     """Alipour & SeyyedSalehi: attractor networks for OOD rejection under attack (MNIST)."""
     from basin.data import DatasetError
-    from basin.experiments.attractor_paper import reproduce_attractor_paper
+    from basin.reproductions.attractor import reproduce_attractor_paper
     from basin.training.run import RunExistsError
     from basin.utils.io import CheckpointError
 
@@ -111,7 +111,7 @@ def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, thr
     """Mulé & Shaner: feature reconstruction + MSP for OOD and anomaly detection (CIFAR-10)."""
     from basin.data import DatasetError
     from basin.detectors import DetectorError
-    from basin.experiments.feature_recon_paper import reproduce_feature_recon_paper
+    from basin.reproductions.feature_recon import reproduce_feature_recon_paper
     from basin.utils.io import CheckpointError
 
     run_reproduction(
@@ -120,3 +120,35 @@ def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, thr
             backbone_dir=backbone_dir, attack_precision=attack_precision),
         out_dir=out_dir, device=device, seed=seed, threads=threads,
         errors=(CheckpointError, DatasetError, DetectorError, ValueError), echo_sanity=True)
+
+
+@reproduce.command("robust-attractor")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for robust/ (unless --robust-run), report.html, report.md and "
+                   "results.json; a finished robust run there is reused.")
+@click.option("--quick", is_flag=True, help="Small versions of all three networks, few "
+                                            "attack steps (minutes, labelled in the report).")
+@click.option("--reuse", type=click.Path(file_okay=False), default=None,
+              help="A 'basin reproduce attractor-paper' folder whose baseline/ and "
+                   "attractor/ runs are evaluated instead of training them.")
+@click.option("--robust-run", type=click.Path(file_okay=False), default=None,
+              help="A finished 'basin train --preset attractor-robust' run to evaluate.")
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="CPU threads for torch (0: torch's default).")
+@seed_option
+@device_option
+@mirror_option
+def robust_attractor(out_dir: str, quick: bool, reuse: str | None, robust_run: str | None,
+                     threads: int, seed: int, device: str | None, mirror: str | None) -> None:
+    """Issue 13: the adversarially trained attractor system beside the paper's networks."""
+    from basin.data import DatasetError
+    from basin.reproductions.robust_attractor.report import reproduce_robust_attractor
+    from basin.training.run import RunExistsError
+    from basin.utils.io import CheckpointError
+
+    run_reproduction(
+        lambda dev: reproduce_robust_attractor(out_dir, quick=quick, seed=seed, mirror=mirror,
+                                               device=dev, reuse=reuse,
+                                               robust_run=robust_run),
+        out_dir=out_dir, device=device, seed=seed, threads=threads,
+        errors=(RunExistsError, CheckpointError, DatasetError, ValueError), echo_sanity=True)

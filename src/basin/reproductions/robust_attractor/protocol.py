@@ -1,0 +1,76 @@
+"""The robust attractor system's evaluation protocol (issue 13): constants, plan, targets.
+
+The bottom of the reproduction: :mod:`.run` measures under a :class:`RobustPlan`,
+:mod:`.tables` turns the records into tables, :mod:`.report` writes them.
+
+The system: classify with ``F(x)`` (the head on the input's own code); accept when
+``r(x, G^n(x)) >= T``, T calibrated for 95% acceptance of MNIST *validation* images. Three
+networks are judged under the same attacks: ``baseline`` and ``attractor`` (the paper's,
+reused from a ``basin reproduce attractor-paper`` folder or trained small with ``--quick``)
+and ``robust`` (``basin train --preset attractor-robust``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SYSTEMS = ("baseline", "attractor", "robust")
+OOD_SETS = ("fashion-mnist", "notmnist", "cifar10-bw", "omniglot-evaluation")
+ACCEPTANCE = 0.95
+# the issue's targets (moonshot), in the units of the records (fractions)
+TARGETS = {"clean_accuracy": 0.985, "silent_failure_0.3": 0.10,
+           "auroc_fashion-mnist_0.3": 0.984, "auroc_cifar10-bw_0.3": 0.993,
+           "certified_auroc_fashion-mnist_0.3": 0.78}
+
+
+@dataclass(frozen=True)
+class RobustPlan:
+    """Every size of the evaluation; recorded in results.json."""
+
+    quick: bool = False
+    seed: int = 0
+    epsilons: tuple[float, ...] = (0.1, 0.2, 0.3)
+    certify_epsilons: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
+    n_id: int = 500
+    n_ood: int = 300
+    n_square: int = 100           # first inputs per set that the Square attack also gets
+    pgd_steps: int = 40
+    pgd_restarts: int = 1
+    apgd_steps: int = 50
+    square_queries: int = 300
+    penalties: tuple[float, ...] = (1.0, 10.0)  # weights of the acceptance term (end-to-end)
+    score_steps: int = 1          # n of G^n(x) in the acceptance score
+    robust_preset: str = "attractor-robust"
+    robust_changes: dict[str, Any] = field(default_factory=dict)
+    paper_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def make(cls, quick: bool, seed: int = 0) -> RobustPlan:
+        if not quick:
+            return cls(seed=seed)
+        return cls(quick=True, seed=seed, epsilons=(0.1, 0.3), certify_epsilons=(0.01, 0.3),
+                   n_id=100, n_ood=60, n_square=20, pgd_steps=10, apgd_steps=10,
+                   square_queries=50, robust_preset="attractor-robust-quick",
+                   robust_changes={"train_size": 3000, "epochs": 4, "ramp_epochs": 2,
+                                   "seed": seed},
+                   paper_changes={"baseline": {"train_size": 3000, "val_size": 2000,
+                                               "max_epochs": 2, "seed": seed},
+                                  "attractor": {"train_size": 500, "val_size": 2000,
+                                                "max_epochs": 2, "seed": seed}})
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> RobustPlan:
+        """Seconds: the integration test of the whole pipeline."""
+        return cls(quick=True, seed=seed, epsilons=(0.3,), certify_epsilons=(0.3,), n_id=16,
+                   n_ood=8, n_square=4, pgd_steps=2, apgd_steps=2, square_queries=5,
+                   penalties=(10.0,), robust_preset="attractor-robust-quick",
+                   robust_changes={"train_size": 300, "val_size": 300, "epochs": 1,
+                                   "ramp_epochs": 1, "monitor_n": 16, "seed": seed},
+                   paper_changes={"baseline": {"train_size": 300, "val_size": 300,
+                                               "max_epochs": 1, "seed": seed},
+                                  "attractor": {"train_size": 100, "val_size": 300,
+                                                "max_epochs": 1, "seed": seed}})
