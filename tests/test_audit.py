@@ -241,6 +241,8 @@ def test_bad_data_and_detector_name_the_argument(problem: dict) -> None:
         audit(model, LinearScore(problem["v"]), (x, problem["y"]), "noise", threshold=0.0)
     with pytest.raises(ValueError, match="detector"):
         audit(model, 3, (x, problem["y"]), x, threshold=0.0)
+    with pytest.raises(ValueError, match=r"labels span \[0, 5\] but the model returns 2"):
+        audit(model, LinearScore(problem["v"]), (x, problem["y"] * 5), x, threshold=0.0)
     with pytest.raises(ValueError, match="distinct"):
         audit(model, LinearScore(problem["v"]), {"a": (x, problem["y"])}, {"a": x},
               threshold=0.0)

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "basin.cli.evaluate:evaluate",
     "reproduce": "basin.cli.reproduce:reproduce",
     "train-backbone": "basin.cli.backbone:train_backbone",
+    "audit": "basin.cli.audit:audit",
 }
 
 

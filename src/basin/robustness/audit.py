@@ -218,6 +218,11 @@ def audit(model: nn.Module, detector: Any, id_data: Any, ood_data: Any, *,
 
 def _run(ctx: AuditContext, eps_list: list[float], templates: list[str], progress: bool,
          config: dict[str, Any]) -> AuditReport:
+    with torch.no_grad():
+        n_classes = int(classifier_logits(ctx.model, ctx.id_set.x[:1].to(ctx.device)).shape[1])
+    if int(ctx.labels.min()) < 0 or int(ctx.labels.max()) >= n_classes:
+        raise ValueError(f"id_data: labels span [{int(ctx.labels.min())}, "
+                         f"{int(ctx.labels.max())}] but the model returns {n_classes} classes")
     ctx.clean_pred, ctx.clean_id_scores = ctx.evaluate(ctx.id_set.x)
     ctx.clean_ood_scores = {d.name: ctx.evaluate(d.x)[1] for d in ctx.ood_sets}
     records: list[Record] = clean_records(ctx.id_set.name, ctx.labels, ctx.clean_pred,
@@ -226,8 +231,6 @@ def _run(ctx: AuditContext, eps_list: list[float], templates: list[str], progres
     worst: dict[float, WorstCase] = {}
     runs: list[RunArrays] = []
     sanity: dict[float, list[str]] = {}
-    with torch.no_grad():
-        n_classes = int(classifier_logits(ctx.model, ctx.id_set.x[:1].to(ctx.device)).shape[1])
     for eps in eps_list:
         specs = plan_attacks(templates, eps, n_classes)
         worst[eps], eps_runs = _worst_case(ctx, specs, progress)
