@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from basin.experiments import feature_recon_paper as frp
-from basin.experiments.cifar_sets import far_ood_set
-from basin.experiments.detector_robustness import attack_detector
+from basin.data.cifar_sets import far_ood_set
 from basin.metrics import ood_metrics
 from basin.models.feature_classifier import extract_features
+from basin.reproductions.feature_recon import run as frp
+from basin.robustness.detector_level import attack_detector
 from basin.utils.io import read_json
 
 

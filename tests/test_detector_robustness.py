@@ -13,6 +13,7 @@ from basin.robustness.detector_level import (
     attack_detector,
     detector_robustness,
 )
+from basin.robustness.records import select, value_of
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,23 +37,62 @@ def test_records_follow_the_threat_model_and_only_hurt_the_detector() -> None:
     det.threshold = float(det.score_batches(x_id).quantile(0.05))
     settings = RobustnessSettings(epsilons=(1 / 255, 16 / 255), steps=10, square_n=10,
                                   square_queries=50)
-    records = detector_robustness(det, x_id, x_ood, settings)
-    assert [r["epsilon"] for r in records] == [1 / 255, 16 / 255]
-    weak, strong = records
-    for r in records:
-        assert r["auroc_both_attacked"] <= r["auroc_ood_attacked"] + 1e-12 <= \
-            r["auroc_clean"] + 2e-12
-        assert r["correct_attacked"] <= r["correct_clean"]
-        assert r["grad_nonzero"] == 1.0
-        assert "eps=0 reproduces clean: OK" in r["sanity"]
+    result = detector_robustness(det, x_id, x_ood, settings, id_name="toy", ood_name="far")
+    recs = result.records
+    assert (result.n_id, result.n_ood) == (40, 40)
+
+    def v(**where: object) -> float:
+        value = value_of(recs, **where)
+        assert value is not None, where
+        return value
+
+    def auroc(side: str, eps: float) -> float:
+        found = [r for r in select(recs, attack="pgd", epsilon=eps, side=side, metric="auroc")]
+        assert len(found) == 1
+        return found[0].value  # type: ignore[return-value]
+
+    clean = v(condition="clean", dataset="far", metric="auroc")
+    correct_clean = v(condition="clean", metric="detection_accuracy")
+    for eps in (1 / 255, 16 / 255):
+        assert auroc("both", eps) <= auroc("ood", eps) + 1e-12 <= clean + 2e-12
+        both = select(recs, attack="pgd", epsilon=eps, side="both", metric="detection_accuracy")
+        assert all(r.value <= correct_clean for r in both)  # type: ignore[operator]
+    assert v(condition="clean", dataset="toy", metric="grad_nonzero_fraction") == 1.0
+    assert sum("eps=0 reproduces clean: OK" in f for f in result.sanity) == 2
     # a bigger ball gives the attacker more: the linear model's energy is easy to move
-    assert strong["auroc_both_attacked"] < weak["auroc_both_attacked"]
-    assert strong["auroc_both_attacked"] < 0.5 < strong["auroc_clean"]
+    assert auroc("both", 16 / 255) < auroc("both", 1 / 255)
+    assert auroc("both", 16 / 255) < 0.5 < clean
     # the black-box check runs at the largest epsilon only, on the first square_n inputs
-    assert "square_correct" not in weak and strong["square_n"] == 10
-    assert strong["square_correct"] >= strong["pgd_correct_on_square_subset"]
-    assert any("black-box (square) does not beat white-box: OK" in f
-               for f in strong["sanity"])
+    square = select(recs, attack="square")
+    assert {r.epsilon for r in square} == {16 / 255}
+    assert all(r.condition.endswith(":first=10") and r.side == "both" for r in square)
+    pgd_subset = [r for r in select(recs, attack="pgd", metric="detection_accuracy")
+                  if r.condition.endswith(":first=10")]
+    assert len(pgd_subset) == 1
+    assert v(attack="square", metric="detection_accuracy") >= pgd_subset[0].value
+    assert any(f.startswith("16/255: ") and "black-box (square) does not beat white-box: OK" in f
+               for f in result.sanity)
+
+
+def test_records_say_which_side_was_attacked() -> None:
+    model = linear_model(seed=1)
+    det = MSPDetector(model)
+    x_id, x_ood = id_and_ood(model)
+    det.threshold = float(det.score_batches(x_id).quantile(0.05))
+    recs = detector_robustness(det, x_id, x_ood, RobustnessSettings(
+        epsilons=(4 / 255,), steps=2, square_n=0), id_name="toy", ood_name="far").records
+    for r in recs:
+        assert (r.side == "none") == (r.condition == "clean") == (r.attack == "none")
+        assert (r.epsilon == 0.0) == (r.side == "none")
+        # the ID rejection rate is about the ID set, every other metric about the OOD set
+        assert r.dataset == ("toy" if r.metric in ("id_rejection_rate",
+                                                   "grad_nonzero_fraction") else "far")
+    sides = {r.side: r.condition for r in recs if r.attack == "pgd"}
+    assert sides == {"ood": "pgd:accept-ood:4/255:steps=2", "id": "pgd:reject-id:4/255:steps=2",
+                     "both": "pgd:reject-id+accept-ood:4/255:steps=2"}
+    # one value per cell: the metrics a table pivots on are unique within the result
+    keys = [(r.condition, r.dataset, r.side, r.metric) for r in recs]
+    assert len(keys) == len(set(keys))
 
 
 def test_bf16_search_moves_scores_like_fp32() -> None:

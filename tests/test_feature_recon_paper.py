@@ -9,6 +9,7 @@ images only.
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,21 @@ from torch import nn
 
 from basin.cli import main
 from basin.data import ImageDataset, load_dataset, split_indices
+from basin.data.cifar_sets import ANIMALS, FAR_OOD, class_subset, to_cifar_shape
 from basin.detectors import MSPDetector
 from basin.detectors.zhou import fingerprint
-from basin.experiments.cifar_sets import ANIMALS, FAR_OOD, class_subset, to_cifar_shape
-from basin.experiments.feature_recon_paper import (
+from basin.models.cifar import load_backbone
+from basin.models.feature_classifier import LinearHeadClassifier, extract_features
+from basin.report.builder import _inline_markdown, format_cell
+from basin.reproductions.feature_recon import (
     DETECTORS,
     Plan,
     reproduce_feature_recon_paper,
 )
-from basin.experiments.feature_recon_report import TABLE_IDS, pct, zhou_checks
-from basin.models.cifar import load_backbone
-from basin.models.feature_classifier import LinearHeadClassifier, extract_features
-from basin.report.builder import _inline_markdown, format_cell
+from basin.reproductions.feature_recon.protocol import TABLE_IDS
+from basin.reproductions.feature_recon.tables import pct, zhou_checks
 from basin.robustness.detector_level import attack_detector
+from basin.robustness.records import Record, value_of
 from tiny_imagenet_fakes import LABELS as TINY_LABELS
 from tiny_imagenet_fakes import ZIP as TINY_ZIP
 from tiny_imagenet_fakes import register, tiny_zip
@@ -182,21 +185,37 @@ def test_every_detector_is_measured_on_every_set(tiny_run: tuple[Path, dict[str,
         assert r["n_ood"] == (32 * 6 if r["pooled"] else 32)
 
 
+def _number(records: list[Record], **where: Any) -> float:
+    value = value_of(records, **where)
+    assert value is not None, where
+    return value
+
+
 @pytest.mark.slow
 def test_attacks_only_ever_hurt_the_detectors(tiny_run: tuple[Path, dict[str, Any]]) -> None:
     _, results = tiny_run
     rob = results["robustness"]
-    assert {(r["backbone"], r["detector"], round(r["epsilon"] * 255)) for r in rob} == {
-        (b, d, e) for b in ("cifar10", "cifar6") for d in DETECTORS for e in (1, 8)}
-    for r in rob:
-        # ID scores can only fall and OOD scores only rise, so AUROC cannot improve
-        assert r["auroc_both_attacked"] <= r["auroc_clean"] + 1e-12, r
-        assert r["auroc_ood_attacked"] <= r["auroc_clean"] + 1e-12, r
-        assert r["ood_accepted_attacked"] >= r["ood_accepted_clean"], r
-        assert r["grad_nonzero"] > 0.5, r
-        assert any("eps=0 reproduces clean: OK" in f for f in r["sanity"])
-    strong = [r for r in rob if r["epsilon"] > 4 / 255]
-    assert sum(r["auroc_both_attacked"] < r["auroc_clean"] - 0.01 for r in strong) >= 7
+    assert set(rob) == {"cifar10", "cifar6"}
+    assert all(set(per) == set(DETECTORS) for per in rob.values())
+    strong_drops = 0
+    for backbone, per in rob.items():
+        for det, res in per.items():
+            recs = [Record.from_dict(r) for r in res["records"]]
+            assert {round(r.epsilon * 255) for r in recs if r.attack == "pgd"} == {1, 8}
+            v = partial(_number, recs)
+
+            clean = v(condition="clean", metric="auroc")
+            for eps in (1 / 255, 8 / 255):
+                # ID scores can only fall and OOD scores only rise, so AUROC cannot improve
+                both = v(attack="pgd", epsilon=eps, side="both", metric="auroc")
+                assert both <= clean + 1e-12, (backbone, det)
+                assert v(attack="pgd", epsilon=eps, side="ood", metric="auroc") <= clean + 1e-12
+                assert v(attack="pgd", epsilon=eps, side="ood", metric="ood_acceptance_rate") \
+                    >= v(condition="clean", metric="ood_acceptance_rate")
+                strong_drops += eps > 4 / 255 and both < clean - 0.01
+            assert v(condition="clean", metric="grad_nonzero_fraction") > 0.5
+            assert any("eps=0 reproduces clean: OK" in f for f in res["sanity"])
+    assert strong_drops >= 7
 
 
 @pytest.mark.slow

@@ -17,14 +17,13 @@ from basin.cli import main
 from basin.cli.reproduce import ATTACK_PRECISIONS
 from basin.data import load_dataset
 from basin.detectors import PearsonDetector
-from basin.experiments import attractor_paper, feature_recon_paper
-from basin.experiments.attractor_paper import (
+from basin.metrics import ood_metrics
+from basin.report.builder import format_cell
+from basin.reproductions.attractor import (
     ReproductionPlan,
     reproduce_attractor_paper,
     train_or_reuse,
 )
-from basin.metrics import ood_metrics
-from basin.report.builder import format_cell
 from basin.training import load_run
 from basin.training.backbone_aug import PRECISIONS
 
@@ -171,8 +170,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
         return {"summary": ["**net** fine"], "sanity": ["flag"]}
 
     threads = torch.get_num_threads()
-    monkeypatch.setattr(attractor_paper, "reproduce_attractor_paper", fake)
-    monkeypatch.setattr(feature_recon_paper, "reproduce_feature_recon_paper", fake)
+    monkeypatch.setattr("basin.reproductions.attractor.reproduce_attractor_paper", fake)
+    monkeypatch.setattr("basin.reproductions.feature_recon.reproduce_feature_recon_paper",
+                        fake)
     yield seen
     torch.set_num_threads(threads)
 

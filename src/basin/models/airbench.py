@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from basin.models.cifar import CifarNormalize, check_cifar_images
 from basin.models.feature_classifier import LinearHeadMixin
+from basin.models.normalization import CifarNormalize, check_cifar_images
 
 WHITEN_KERNEL = 2
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL ** 2

@@ -15,42 +15,17 @@ Jacobian relies on that) and lets an iterate never leave the non-negative orthan
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from basin.models.layer_stack import LayerStack
+from basin.models.activations import OUTPUT_ACTIVATIONS, activation_derivative, apply_activation
+from basin.models.layer_stack import LayerStack
 
-OUTPUT_ACTIVATIONS = ("relu", "clamp", "sigmoid", "linear")
-
-
-def apply_activation(name: str, z: Tensor) -> Tensor:
-    if name == "relu":
-        return torch.relu(z)
-    if name == "clamp":
-        return torch.clamp(z, 0.0, 1.0)
-    if name == "sigmoid":
-        return torch.sigmoid(z)
-    if name == "linear":
-        return z
-    raise ValueError(f"unknown activation {name!r}; choose from {OUTPUT_ACTIVATIONS}")
-
-
-def activation_derivative(name: str, z: Tensor) -> Tensor:
-    """d act(z) / dz, elementwise (the derivative at a kink is taken as 0, as autograd does)."""
-    if name == "relu":
-        return (z > 0).to(z.dtype)
-    if name == "clamp":
-        return ((z > 0) & (z < 1)).to(z.dtype)
-    if name == "sigmoid":
-        s = torch.sigmoid(z)
-        return s * (1 - s)
-    if name == "linear":
-        return torch.ones_like(z)
-    raise ValueError(f"unknown activation {name!r}; choose from {OUTPUT_ACTIVATIONS}")
-
+# re-exported: the activations lived here before they moved to their own module
+__all__ = ["OUTPUT_ACTIVATIONS", "AttractorNet", "activation_derivative", "apply_activation",
+           "check_images"]
 
 class AttractorNet(nn.Module):
     """Autoencoder G with a classification head F on its bottleneck.
@@ -158,15 +133,11 @@ class AttractorNet(nn.Module):
 
     def autoencoder_stack(self) -> LayerStack:
         """G as a LayerStack over flat inputs (shares this module's parameters)."""
-        from basin.models.layer_stack import LayerStack
-
         layers = [*self.encoder, *self.decoder]
         return LayerStack(layers, ["relu"] * (len(layers) - 1) + [self.output_activation])
 
     def stage_stack(self, k: int) -> LayerStack:
         """Pretraining stage ``k`` as a single-hidden-layer autoencoder LayerStack."""
-        from basin.models.layer_stack import LayerStack
-
         enc, dec = self.stage_layers(k)
         return LayerStack([enc, dec], ["relu", self.stage_output_activation(k)])
 

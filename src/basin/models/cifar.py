@@ -8,9 +8,10 @@ Two architectures implement :class:`~basin.models.feature_classifier.FeatureClas
   for machines with a GPU.
 
 Every backbone takes float32 images in [0, 1] of shape (N, 3, 32, 32) and normalises them
-inside (:class:`CifarNormalize`), so attacks and detectors work in pixel space; ``features``
-is the penultimate pooled vector, ``logits_from_features`` the final linear map, and
-``config()`` a JSON-able dict that :func:`build_backbone` turns back into the same model.
+inside (:class:`~basin.models.normalization.CifarNormalize`), so attacks and detectors work
+in pixel space; ``features`` is the penultimate pooled vector, ``logits_from_features`` the
+final linear map, and ``config()`` a JSON-able dict that :func:`build_backbone` turns back
+into the same model.
 
 A trained backbone is a folder: ``model.safetensors`` (weights, with the architecture name in
 its metadata) and ``config.json`` (``{"model": model.config(), ...}``), written by
@@ -27,8 +28,17 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from torch import Tensor, nn
+from torch import nn
 
+from basin.models.airbench import AirbenchNet
+from basin.models.normalization import (
+    CIFAR_MEAN,
+    CIFAR_SHAPE,
+    CIFAR_STD,
+    CifarNormalize,
+    check_cifar_images,
+)
+from basin.models.resnet import ResNet18
 from basin.utils.io import (
     CheckpointError,
     atomic_write_json,
@@ -38,47 +48,16 @@ from basin.utils.io import (
     save_tensors,
 )
 
-# per-channel statistics of the CIFAR-10 training images (the values in common use)
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
-CIFAR_SHAPE = (3, 32, 32)
+# re-exported: the input handling lived here before it moved below the architectures
+__all__ = ["CIFAR_MEAN", "CIFAR_SHAPE", "CIFAR_STD", "CONFIG_FILE", "WEIGHTS_FILE",
+           "CifarNormalize", "backbone_names", "build_backbone", "build_from_config",
+           "check_cifar_images", "load_backbone", "save_backbone"]
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-class CifarNormalize(nn.Module):
-    """``(x - mean) / std`` per channel, after checking ``x`` is a batch of CIFAR images."""
-
-    def __init__(self, mean: tuple[float, ...] = CIFAR_MEAN,
-                 std: tuple[float, ...] = CIFAR_STD) -> None:
-        super().__init__()
-        # non-persistent: constants of the architecture, not weights to checkpoint
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_cifar_images(x)
-        return (x - self.mean) / self.std
-
-
-def check_cifar_images(x: object, name: str = "x") -> Tensor:
-    """Raise a clear error unless ``x`` is a floating (N, 3, 32, 32) tensor."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor of images, got {type(x).__name__}")
-    if x.dim() != 4 or tuple(x.shape[1:]) != CIFAR_SHAPE:
-        raise ValueError(f"{name}: expected images of shape (N, 3, 32, 32), "
-                         f"got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected floating-point pixels in [0, 1], got {x.dtype}")
-    return x
-
-
 def _registry() -> dict[str, Callable[..., nn.Module]]:
-    # imported here: the architectures import this module for CifarNormalize
-    from basin.models.airbench import AirbenchNet
-    from basin.models.resnet import ResNet18
-
     return {"airbench": AirbenchNet, "resnet18": ResNet18}
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from basin.models.attractor import apply_activation
+from basin.models.activations import apply_activation
 
 
 @dataclass(frozen=True)

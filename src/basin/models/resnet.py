@@ -17,8 +17,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from basin.models.cifar import CifarNormalize
 from basin.models.feature_classifier import LinearHeadMixin
+from basin.models.normalization import CifarNormalize
 
 
 class _BasicBlock(nn.Module):

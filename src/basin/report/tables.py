@@ -1,9 +1,15 @@
-"""Plain-text and Markdown tables from flat ``{condition, dataset, metric, value}`` records."""
+"""Plain-text and Markdown tables from :class:`~basin.robustness.records.Record` lists.
+
+A table is a pivot of the records (:func:`basin.robustness.records.pivot`): one row per
+(condition, dataset), one column per metric; the records stay the source of every number.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+
+from basin.robustness.records import Record
+from basin.robustness.records import pivot as pivot_records
 
 # metrics shown by default, in this order; the JSON keeps every metric
 DEFAULT_METRICS = ("accuracy", "acceptance_rate", "accuracy_accepted", "ece", "auroc",
@@ -22,12 +28,13 @@ def format_value(metric: str, value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def pivot(records: Iterable[Mapping[str, Any]], metrics: Sequence[str] = DEFAULT_METRICS
+def pivot(records: Sequence[Record], metrics: Sequence[str] = DEFAULT_METRICS
           ) -> tuple[list[str], list[list[str]]]:
-    """One row per (condition, dataset), one column per metric present."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in records:
-        rows.setdefault((r["condition"], r["dataset"]), {})[r["metric"]] = r["value"]
+    """One row per (condition, dataset) in record order, one column per metric present."""
+    rows: dict[tuple[str, str], dict[str, float | None]] = {}
+    for condition in dict.fromkeys(r.condition for r in records):
+        cells = pivot_records(records, "dataset", "metric", condition=condition)
+        rows.update({(condition, dataset): values for dataset, values in cells.items()})
     present = [m for m in metrics if any(m in v for v in rows.values())]
     header = ["condition", "dataset", *present]
     body = [[cond, ds, *(format_value(m, vals[m]) if m in vals else "" for m in present)]
@@ -49,6 +56,6 @@ def text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def format_records(records: Iterable[Mapping[str, Any]],
-                   metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+def format_records(records: Sequence[Record], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+    """The records as an aligned plain-text table (what ``basin evaluate`` prints)."""
     return text_table(*pivot(records, metrics))

@@ -23,6 +23,29 @@ class Condition:
     attack: AttackSpec | None = None
     corruption: tuple[str, int] | None = None
 
+    @property
+    def attack_name(self) -> str:
+        """The record's ``attack`` field: the attack's name, ``"none"`` when nothing attacks."""
+        return self.attack.attack if self.attack is not None else "none"
+
+    @property
+    def epsilon(self) -> float:
+        """The record's ``epsilon`` field: the attack's radius, 0.0 when nothing attacks."""
+        return float(self.attack.epsilon) if self.attack is not None else 0.0
+
+    def side(self, about: str) -> str:
+        """The record's ``side`` field for a metric ``about`` the ``"id"`` or ``"ood"`` set.
+
+        A condition perturbs every input it is applied to, and every OOD metric compares the
+        perturbed ID scores with the perturbed OOD scores: ID metrics are ``"id"``, OOD
+        metrics ``"both"``, and nothing is perturbed under ``clean`` (``"none"``).
+        """
+        if about not in ("id", "ood"):
+            raise ValueError(f"about: expected 'id' or 'ood', got {about!r}")
+        if self.kind == "clean":
+            return "none"
+        return "id" if about == "id" else "both"
+
 
 def parse_conditions(attacks: Sequence[str] = (), corruptions: Sequence[str] = ()
                      ) -> list[Condition]:

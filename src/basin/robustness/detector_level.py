@@ -16,6 +16,12 @@ L-infinity balls of radius ``epsilon`` around each input, images in [0, 1].
   epsilon. It reads scores only, so if it beats PGD the gradients are suspect (masking), and
   the sanity flags say so.
 
+The result is a list of :class:`~basin.robustness.records.Record`: ``side`` says which inputs
+were attacked (``"ood"``: OOD pushed to acceptance; ``"id"``: ID pushed to rejection;
+``"both"``), ``dataset`` which set a number is about (OOD metrics such as AUROC are about the
+OOD set, the ID rejection rate about the ID set), and ``condition`` spells the attack
+(``"pgd:accept-ood:8/255:steps=40"``; ``...:first=100`` when restricted to the Square subset).
+
 Reduced precision: the attack *steps* may run under bf16 autocast (``precision="bf16"``, about
 1.5x faster on a CPU with AMX); every score that enters a metric is computed again in fp32,
 so only the search direction is approximate. ``benchmarks/attack_precision.py`` measured the
@@ -25,7 +31,7 @@ reproduction attacks in fp32 and bf16 is for quick looks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -34,6 +40,7 @@ from torch import Tensor
 from basin.attacks import PGD, Square, gradient_nonzero_fraction, make_objective, sanity_flags
 from basin.detectors import Detector
 from basin.metrics import ood_metrics
+from basin.robustness.records import Record
 from basin.training.backbone_aug import autocast
 
 DETECTOR_ATTACKS = ("reject-id", "accept-ood")
@@ -85,18 +92,54 @@ def attack_detector(det: Detector, objective_name: str, x: Tensor, eps: float, *
     return torch.cat(out) if out else x
 
 
+@dataclass
+class DetectorRobustness:
+    """One detector's records (:mod:`basin.robustness.records`) and sanity flags."""
+
+    detector: str
+    n_id: int
+    n_ood: int
+    records: list[Record] = field(default_factory=list)
+    sanity: list[str] = field(default_factory=list)   # "<epsilon>: <flag>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"detector": self.detector, "n_id": self.n_id, "n_ood": self.n_ood,
+                "records": [r.to_dict() for r in self.records], "sanity": list(self.sanity)}
+
+
+def epsilon_text(eps: float) -> str:
+    """``8/255`` for multiples of 1/255 (how budgets are quoted), else ``%g``."""
+    scaled = eps * 255
+    return f"{round(scaled)}/255" if eps > 0 and abs(scaled - round(scaled)) < 1e-6 else f"{eps:g}"
+
+
 def _correct(s_id: Tensor, s_ood: Tensor, t: float) -> float:
     """Fraction of right decisions: ID accepted, OOD rejected."""
     return float(((s_id >= t).sum() + (s_ood < t).sum()) / (len(s_id) + len(s_ood)))
 
 
+class _Recorder:
+    """Appends records of one detector: ``add(condition, attack, eps, side, dataset, ...)``."""
+
+    def __init__(self, extra: dict[str, Any]) -> None:
+        self.records: list[Record] = []
+        self.extra = extra
+
+    def add(self, condition: str, attack: str, eps: float, side: str, dataset: str,
+            **metrics: float) -> None:
+        self.records += [Record(condition, attack, eps, dataset, side, k, v, self.extra)
+                         for k, v in metrics.items()]
+
+
 def detector_robustness(det: Detector, x_id: Tensor, x_ood: Tensor,
-                        settings: RobustnessSettings) -> list[dict[str, Any]]:
-    """One record per epsilon: clean and attacked metrics, the black-box check, sanity flags.
+                        settings: RobustnessSettings, *, id_name: str = "id",
+                        ood_name: str = "ood") -> DetectorRobustness:
+    """Clean and attacked records per epsilon, the black-box check and the sanity flags.
 
     ``det.threshold`` must be set (from validation data). Records hold AUROC and FPR95 clean,
     with only the OOD side attacked and with both sides attacked, the OOD acceptance and ID
-    rejection rates, the fraction of inputs with a non-zero gradient and the sanity flags.
+    rejection rates, the right-decision rate, the fraction of inputs with a non-zero gradient
+    and, at the largest epsilon, Square's result beside PGD's on the same inputs.
     """
     if det.threshold is None:
         raise ValueError(f"{det.name}: set a threshold (from validation data) before attacking")
@@ -111,22 +154,36 @@ def detector_robustness(det: Detector, x_id: Tensor, x_ood: Tensor,
                                       precision=s.precision, kind=kind,
                                       queries=s.square_queries))
 
+    out = _Recorder({"detector": det.name, "steps": s.steps, "precision": s.precision})
     s_id, s_ood = scores(x_id), scores(x_ood)
     clean, correct_clean = ood_metrics(s_id, s_ood, t), _correct(s_id, s_ood, t)
     grad = min(gradient_nonzero_fraction(make_objective(o, detector=det), x[:64])
                for o, x in zip(DETECTOR_ATTACKS, (x_id, x_ood), strict=True))
+    out.add("clean", "none", 0.0, "none", ood_name, auroc=clean["auroc"],
+            fpr_at_95_tpr=clean["fpr_at_95_tpr"], ood_acceptance_rate=clean["fpr"],
+            detection_accuracy=correct_clean)
+    out.add("clean", "none", 0.0, "none", id_name, id_rejection_rate=1 - clean["recall"],
+            grad_nonzero_fraction=grad)
     # eps = 0 must reproduce the clean decisions exactly (the attack plumbing adds nothing)
     eps0 = _correct(scores(attack_detector(det, "reject-id", x_id, 0.0, steps=1, seed=0)),
                     s_ood, t)
-    records = []
+    sanity = []
     for eps in s.epsilons:
+        e = epsilon_text(eps)
+        pgd = f"pgd:reject-id+accept-ood:{e}:steps={s.steps}"
         # the clean input lies in the ball too: an attacker never does worse than it
         a_id = torch.minimum(s_id, attacked("reject-id", x_id, eps))
         a_ood = torch.maximum(s_ood, attacked("accept-ood", x_ood, eps))
         ood_only, both = ood_metrics(s_id, a_ood, t), ood_metrics(a_id, a_ood, t)
+        out.add(f"pgd:accept-ood:{e}:steps={s.steps}", "pgd", eps, "ood", ood_name,
+                auroc=ood_only["auroc"], fpr_at_95_tpr=ood_only["fpr_at_95_tpr"],
+                ood_acceptance_rate=ood_only["fpr"])
+        out.add(f"pgd:reject-id:{e}:steps={s.steps}", "pgd", eps, "id", id_name,
+                id_rejection_rate=1 - both["recall"])
+        out.add(pgd, "pgd", eps, "both", ood_name, auroc=both["auroc"],
+                fpr_at_95_tpr=both["fpr_at_95_tpr"], detection_accuracy=_correct(a_id, a_ood, t))
         white = {"pgd": _correct(a_id, a_ood, t)}
         black: dict[str, float] = {}
-        record: dict[str, Any] = {}
         n_sq = min(s.square_n, len(x_id), len(x_ood))
         if n_sq and eps == max(s.epsilons):
             sq_id = torch.minimum(s_id[:n_sq], attacked("reject-id", x_id[:n_sq], eps, "square"))
@@ -135,20 +192,11 @@ def detector_robustness(det: Detector, x_id: Tensor, x_ood: Tensor,
             # compare on the same inputs: PGD's result restricted to the Square subset
             white = {"pgd": _correct(a_id[:n_sq], a_ood[:n_sq], t)}
             black = {"square": _correct(sq_id, sq_ood, t)}
-            record.update(square_n=n_sq, square_queries=s.square_queries,
-                          square_correct=black["square"], pgd_correct_on_square_subset=
-                          white["pgd"], auroc_square_both=ood_metrics(sq_id, sq_ood, t)["auroc"])
-        record.update({
-            "detector": det.name, "epsilon": eps, "steps": s.steps, "n_id": len(x_id),
-            "n_ood": len(x_ood), "precision": s.precision,
-            "auroc_clean": clean["auroc"], "auroc_ood_attacked": ood_only["auroc"],
-            "auroc_both_attacked": both["auroc"], "fpr95_clean": clean["fpr_at_95_tpr"],
-            "fpr95_ood_attacked": ood_only["fpr_at_95_tpr"],
-            "fpr95_both_attacked": both["fpr_at_95_tpr"],
-            "ood_accepted_clean": clean["fpr"], "ood_accepted_attacked": ood_only["fpr"],
-            "id_rejected_clean": 1 - clean["recall"],
-            "id_rejected_attacked": 1 - both["recall"], "grad_nonzero": grad,
-            "correct_clean": correct_clean, "correct_attacked": _correct(a_id, a_ood, t),
-            "sanity": sanity_flags(correct_clean, eps0, white, black, grad)})
-        records.append(record)
-    return records
+            out.add(f"{pgd}:first={n_sq}", "pgd", eps, "both", ood_name,
+                    detection_accuracy=white["pgd"])
+            out.add(f"square:reject-id+accept-ood:{e}:queries={s.square_queries}:first={n_sq}",
+                    "square", eps, "both", ood_name, detection_accuracy=black["square"],
+                    auroc=ood_metrics(sq_id, sq_ood, t)["auroc"])
+        sanity += [f"{e}: {flag}" for flag in sanity_flags(correct_clean, eps0, white, black,
+                                                           grad)]
+    return DetectorRobustness(det.name, len(x_id), len(x_ood), out.records, sanity)

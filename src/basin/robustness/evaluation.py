@@ -3,7 +3,9 @@
 For a trained attractor network (a run folder written by ``basin train``) and the paper's
 Pearson detector, every *condition* (``clean``, an attack spec, a corruption spec) is applied
 to the in-distribution test set *and* to every OOD set, and the result is one flat list of
-records ``{"condition", "dataset", "metric", "value"}``.
+:class:`~basin.robustness.records.Record` (condition, attack, epsilon, dataset, side, metric,
+value): ID metrics have side ``"id"``, OOD metrics (both sides perturbed) ``"both"``, clean
+ones ``"none"``.
 
 How each condition treats the two sides:
 
@@ -55,6 +57,7 @@ from basin.losses import LossWeights
 from basin.metrics import ece, ood_metrics, reject_option_metrics
 from basin.models import AttractorNet
 from basin.robustness.conditions import Condition, check_dataset_names, parse_conditions
+from basin.robustness.records import Record, value_of
 
 CLASSIFICATION_OBJECTIVES = ("ce", "paper", "through-loop", "through-loop-bpda")
 # Objectives on the detector score alone. Their success test (crossing T) suits rates at T,
@@ -80,7 +83,7 @@ class EvaluationSettings:
 
 @dataclass
 class EvaluationResult:
-    records: list[dict[str, Any]]
+    records: list[Record]
     sanity: list[str]
     settings: dict[str, Any]
     threshold: float
@@ -88,15 +91,17 @@ class EvaluationResult:
     scores: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     images: dict[tuple[str, str], Tensor] = field(default_factory=dict)
 
-    def value(self, condition: str, dataset: str, metric: str) -> float:
-        for r in self.records:
-            if (r["condition"], r["dataset"], r["metric"]) == (condition, dataset, metric):
-                return r["value"]
-        raise KeyError((condition, dataset, metric))
+    def value(self, condition: str, dataset: str, metric: str) -> float | None:
+        """The recorded number; KeyError when no record (or several) match."""
+        return value_of(self.records, condition=condition, dataset=dataset, metric=metric)
+
+    def conditions(self) -> list[str]:
+        """The condition texts in the order they were measured, ``clean`` first."""
+        return list(dict.fromkeys(r.condition for r in self.records))
 
     def to_json(self) -> dict[str, Any]:
-        return {"records": self.records, "sanity": self.sanity, "settings": self.settings,
-                "threshold": self.threshold}
+        return {"records": [r.to_dict() for r in self.records], "sanity": self.sanity,
+                "settings": self.settings, "threshold": self.threshold}
 
 
 class Evaluator:
@@ -173,12 +178,13 @@ class Evaluator:
         labels = id_data.labels
         records = result.records
 
-        def add(dataset: str, metrics: dict[str, float]) -> None:
-            records.extend({"condition": condition.text, "dataset": dataset, "metric": k,
-                            "value": _finite_or_none(v)} for k, v in metrics.items())
+        def add(dataset: str, about: str, metrics: dict[str, float]) -> None:
+            records.extend(Record(condition.text, condition.attack_name, condition.epsilon,
+                                  dataset, condition.side(about), k, v)
+                           for k, v in metrics.items())
 
         accepted = id_res.accepted
-        add(id_data.name, {
+        add(id_data.name, "id", {
             "accuracy": float((id_res.predicted == labels).double().mean()),
             "ece": ece(id_res.probabilities, labels),
             "acceptance_rate": float(accepted.double().mean()),
@@ -194,7 +200,7 @@ class Evaluator:
             reject = reject_option_metrics(id_res.predicted, labels, accepted, ood_res.accepted)
             metrics.update({k: reject[k] for k in ("silent_failure_rate", "ood_acceptance_rate",
                                                    "id_silent_failure_rate", "coverage")})
-            add(ood.name, metrics)
+            add(ood.name, "ood", metrics)
             result.scores[(condition.text, ood.name)] = ood_res.scores.numpy()
             result.images[(condition.text, ood.name)] = x_ood[:16]
 
@@ -250,11 +256,6 @@ def _no_worse_than_clean(objective: Any, x: Tensor, x_adv: Tensor) -> Tensor:
 
 def _safe_mean(mask: Tensor) -> float:
     return float(mask.double().mean()) if mask.numel() else float("nan")
-
-
-def _finite_or_none(value: Any) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 def evaluate_run(net: AttractorNet, *, id_name: str = "mnist", ood: Sequence[str],

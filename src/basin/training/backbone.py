@@ -184,6 +184,87 @@ def _check_split(data: object, name: str, n_classes: int) -> ImageDataset:
     return data
 
 
+@dataclass
+class _Loop:
+    """What every training step needs, set up once per run (see :func:`_setup`)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    lookahead: Lookahead | None
+    images: torch.Tensor
+    labels: torch.Tensor
+    flips: torch.Tensor
+    config: BackboneConfig
+    device: torch.device
+    precision: str
+    steps_per_epoch: int
+    total: int
+
+
+def _setup(model: nn.Module, train: ImageDataset, config: BackboneConfig,
+           device: torch.device) -> tuple[_Loop, torch.Tensor | None]:
+    """Model on ``device``, whitening fitted, flips drawn, optimiser built; and the whitening
+    bias (trained for the first epochs only), or None for a model without one."""
+    precision = resolve_precision(config.precision, device)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    images, labels = train.images.to(device), train.labels.to(device)
+    setup = epoch_generator(config.seed, -1)
+    whiten = getattr(model, "init_whitening", None)
+    if callable(whiten):
+        chosen = torch.randperm(len(train), generator=setup)[:config.whiten_samples]
+        whiten(train.images[chosen])
+    flips = flip_bits(len(train), setup)
+    whiten_bias = getattr(getattr(model, "whiten", None), "bias", None)
+    optimizer = torch.optim.SGD(_param_groups(model, config), momentum=config.momentum,
+                                nesterov=True)
+    lookahead = Lookahead(model) if config.lookahead else None
+    steps_per_epoch = max(1, len(train) // config.batch_size)
+    return _Loop(model, optimizer, lookahead, images, labels, flips, config, device, precision,
+                 steps_per_epoch, steps_per_epoch * config.epochs), whiten_bias
+
+
+def _train_epoch(loop: _Loop, epoch: int, progress: bool) -> tuple[float, int, int, float]:
+    """One epoch of steps: ``(summed loss, correct, seen, seconds)``."""
+    config, model, device = loop.config, loop.model, loop.device
+    generator = epoch_generator(config.seed, epoch)
+    order = torch.randperm(len(loop.images), generator=generator)
+    model.train()
+    tic = time.perf_counter()
+    loss_sum, correct, seen = 0.0, 0, 0
+    bar = tqdm(range(loop.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not progress, leave=False)
+    for i in bar:
+        step = epoch * loop.steps_per_epoch + i
+        factor = lr_factor(step, loop.total, config)
+        for group in loop.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+        x = loop.images[idx.to(device)]
+        x = augment_batch(x, loop.flips[idx] if config.flip else None, epoch,
+                          config.translate, generator)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = loop.labels[idx.to(device)]
+        with autocast(device, loop.precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing,
+                               reduction="sum")
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.optimizer.step()
+        if loop.lookahead is not None and ((step + 1) % config.lookahead_every == 0
+                                           or step + 1 == loop.total):
+            decay = config.lookahead_decay ** config.lookahead_every
+            loop.lookahead.update(model, decay * ((step + 1) / loop.total) ** 3)
+        loss_sum += float(loss.detach())
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += len(y)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+    return loss_sum, correct, seen, time.perf_counter() - tic
+
+
 def train_backbone(model: nn.Module, train: ImageDataset, val: ImageDataset | None,
                    config: BackboneConfig, *, device: str | torch.device = "cpu",
                    out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
@@ -205,73 +286,24 @@ def train_backbone(model: nn.Module, train: ImageDataset, val: ImageDataset | No
     val = None if val is None else _check_split(val, "val", n_classes)
     if not isinstance(config, BackboneConfig):
         raise TypeError(f"config: expected a BackboneConfig, got {type(config).__name__}")
-    precision = resolve_precision(config.precision, device)
     start_wall = time.perf_counter()
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    images, labels = train.images.to(device), train.labels.to(device)
-    setup = epoch_generator(config.seed, -1)
-    whiten = getattr(model, "init_whitening", None)
-    if callable(whiten):
-        chosen = torch.randperm(len(train), generator=setup)[:config.whiten_samples]
-        whiten(train.images[chosen])
-    flips = flip_bits(len(train), setup)
-    whiten_bias = getattr(getattr(model, "whiten", None), "bias", None)
-    optimizer = torch.optim.SGD(_param_groups(model, config), momentum=config.momentum,
-                                nesterov=True)
-    lookahead = Lookahead(model) if config.lookahead else None
-    steps_per_epoch = max(1, len(train) // config.batch_size)
-    total = steps_per_epoch * config.epochs
+    loop, whiten_bias = _setup(model, train, config, device)
+    precision, steps_per_epoch = loop.precision, loop.steps_per_epoch
     history: list[dict[str, Any]] = []
     first_epoch, train_seconds = 0, 0.0
     checkpoint = Path(out_dir) / "checkpoint" if out_dir is not None else None
     if resume and checkpoint is not None and (checkpoint / "state.json").is_file():
         first_epoch, history, train_seconds = load_state(
-            checkpoint, model, optimizer, lookahead, config.to_dict())
+            checkpoint, model, loop.optimizer, loop.lookahead, config.to_dict())
     last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs,
                                                                      stop_after_epoch)
     for epoch in range(first_epoch, last_epoch):
         if whiten_bias is not None:
             whiten_bias.requires_grad_(epoch < config.whiten_bias_epochs)
-        generator = epoch_generator(config.seed, epoch)
-        order = torch.randperm(len(train), generator=generator)
-        model.train()
-        tic = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        batches = range(steps_per_epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                   leave=False)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            factor = lr_factor(step, total, config)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            x = images[idx.to(device)]
-            x = augment_batch(x, flips[idx] if config.flip else None, epoch,
-                              config.translate, generator)
-            if config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = labels[idx.to(device)]
-            with autocast(device, precision):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing,
-                                   reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if lookahead is not None and ((step + 1) % config.lookahead_every == 0
-                                          or step + 1 == total):
-                decay = config.lookahead_decay ** config.lookahead_every
-                lookahead.update(model, decay * ((step + 1) / total) ** 3)
-            loss_sum += float(loss.detach())
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        train_seconds += time.perf_counter() - tic
+        loss_sum, correct, seen, seconds = _train_epoch(loop, epoch, progress)
+        train_seconds += seconds
         record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                  "lr_factor": lr_factor((epoch + 1) * steps_per_epoch, total, config),
+                  "lr_factor": lr_factor((epoch + 1) * steps_per_epoch, loop.total, config),
                   "train_seconds": train_seconds}
         if val is not None:
             record["val_acc"] = _plain_accuracy(model, val, config, device, precision)
@@ -280,18 +312,10 @@ def train_backbone(model: nn.Module, train: ImageDataset, val: ImageDataset | No
             tqdm.write("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                  for k, v in record.items()))
         if checkpoint is not None:
-            save_state(checkpoint, model, optimizer, lookahead, epoch + 1, history,
+            save_state(checkpoint, model, loop.optimizer, loop.lookahead, epoch + 1, history,
                        train_seconds, config.to_dict())
     finished = last_epoch == config.epochs
-    if finished and lookahead is not None:
-        lookahead.update(model, 1.0)  # the final weights are the average (a no-op: step total
-        # updated it); kept so that the invariant does not depend on that detail
-    if whiten_bias is not None:
-        whiten_bias.requires_grad_(True)
-    # the default layout from here on: a channels-last model computes slightly different
-    # floats, and the model must give exactly what load_backbone's copy gives
-    model.to(memory_format=torch.contiguous_format)
-    model.eval()
+    _finish(loop, whiten_bias, finished)
     val_accuracy = (None if val is None
                     else _plain_accuracy(model, val, config, device, precision))
     result = {"history": history, "train_seconds": train_seconds,
@@ -304,6 +328,19 @@ def train_backbone(model: nn.Module, train: ImageDataset, val: ImageDataset | No
                                        "training": config.to_dict()})
         atomic_write_json(Path(out_dir) / "history.json", history)
     return result
+
+
+def _finish(loop: _Loop, whiten_bias: torch.Tensor | None, finished: bool) -> None:
+    """Fold in the lookahead average (finished runs), unfreeze, back to the default layout."""
+    if finished and loop.lookahead is not None:
+        loop.lookahead.update(loop.model, 1.0)  # the final weights are the average (a no-op:
+        # step total updated it); kept so that the invariant does not depend on that detail
+    if whiten_bias is not None:
+        whiten_bias.requires_grad_(True)
+    # the default layout from here on: a channels-last model computes slightly different
+    # floats, and the model must give exactly what load_backbone's copy gives
+    loop.model.to(memory_format=torch.contiguous_format)
+    loop.model.eval()
 
 
 def _plain_accuracy(model: nn.Module, data: ImageDataset, config: BackboneConfig,

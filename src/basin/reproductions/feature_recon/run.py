@@ -1,14 +1,13 @@
 """Reproduce the feature-reconstruction + MSP paper (Mulé & Shaner) on CIFAR-10, end to end.
 
-``reproduce_feature_recon_paper(out_dir)`` trains (or reuses) two backbones, fits every
-detector on each, scores every OOD and anomaly set, attacks every detector through its own
-score (:mod:`basin.robustness.detector_level`), and hands the results to
-:mod:`basin.experiments.feature_recon_report`, which writes ``report.html``, ``report.md``
-and ``results.json``. Sets and protocol:
+:func:`run_feature_recon_paper` trains (or reuses) two backbones, fits every detector on
+each, scores every OOD and anomaly set and attacks every detector through its own score
+(:mod:`basin.robustness.detector_level`); :mod:`.report` writes the results (this module never
+imports it). Sets and protocol:
 
 * **far-OOD** (10-class backbone, ID = CIFAR-10 test): MNIST, Fashion-MNIST, notMNIST and
   Omniglot upsampled to 3x32x32, uniform and Gaussian noise, and Tiny-ImageNet (the paper's
-  OOD set) when its files are present; see :mod:`basin.experiments.cifar_sets`.
+  OOD set) when its files are present; see :mod:`basin.data.cifar_sets`.
 * **near-OOD** (open-set split): a second backbone trained on the 6 animal classes; the 4
   vehicle classes of the CIFAR-10 test file are its OOD set, the animal test images its ID set.
 * **anomalies** (10-class backbone): CIFAR-10 test images under Gaussian noise,
@@ -32,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +43,17 @@ from tqdm.auto import tqdm
 from basin.attacks import FGSM, make_objective
 from basin.corruptions import corrupt
 from basin.data import ImageDataset, load_dataset, mirror_checksums
+from basin.data.cifar_sets import (
+    ANIMALS,
+    VEHICLES,
+    far_ood_names,
+    far_ood_set,
+    limit,
+    load_splits,
+)
 from basin.data.registry import CIFAR10_CLASSES
 from basin.detectors import (
     CombinedDetector,
-    Detector,
     EnergyDetector,
     MahalanobisDetector,
     MSPDetector,
@@ -56,102 +62,25 @@ from basin.detectors import (
     ZhouDetector,
     threshold_for_acceptance,
 )
-from basin.experiments.cifar_sets import (
-    ANIMALS,
-    VEHICLES,
-    far_ood_names,
-    far_ood_set,
-    limit,
-    load_splits,
-)
 from basin.metrics import ece
 from basin.models.cifar import build_backbone, load_backbone
 from basin.models.feature_classifier import extract_features
+from basin.reproductions.feature_recon.protocol import (
+    ACCEPTANCE,
+    ATTACK_FIELDS,
+    BATCH,
+    CORRUPTIONS,
+    FGSM_EPS,
+    ROBUST_FAR,
+    SEVERITY,
+    BackboneRun,
+    Plan,
+)
 from basin.robustness.detector_level import RobustnessSettings, detector_robustness
 from basin.training.backbone import default_backbone_config, train_backbone
 from basin.training.backbone_aug import resolve_precision
 from basin.utils.io import atomic_write_json, read_json
 from basin.utils.runinfo import run_record
-
-CORRUPTIONS = ("gaussian-noise", "salt-and-pepper", "brightness", "contrast", "pixel-dropout")
-SEVERITY = 3
-FGSM_EPS = 8 / 255
-DETECTORS = ("msp", "odin", "energy", "mahalanobis", "pixel_autoencoder", "zhou", "combined")
-ROBUST_FAR = "fashion-mnist"
-ACCEPTANCE = 0.95
-BATCH = 250
-ATTACK_FIELDS = ("robust_n", "pgd_steps", "robust_eps", "square_n", "square_queries",
-                 "attack_precision")
-
-
-@dataclass
-class Plan:
-    """Every size a plan changes, recorded in results.json (None: the whole split)."""
-
-    name: str
-    seed: int = 0
-    widths: tuple[int, int, int] | None = None       # None: airbench's (64, 256, 256)
-    train_limit: int | None = None
-    epochs: int = 12
-    epochs6: int = 8
-    batch_size: int | None = None
-    val_limit: int | None = None
-    test_limit: int | None = None
-    ood_limit: int | None = 3000
-    near_limit: int | None = None
-    anomaly_limit: int | None = 3000
-    odin_n: int = 300
-    odin_temperatures: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
-    odin_epsilons: tuple[float, ...] = (0.0, 0.0007, 0.0014, 0.0028, 0.004)
-    ae_epochs: int = 10
-    zhou_epochs: int = 30
-    zhou_hidden: tuple[int, int] | None = None        # None: Zhou's (D, D) and (512, 256)
-    robust_n: int = 500
-    pgd_steps: int = 40
-    robust_eps: tuple[float, ...] = (1 / 255, 8 / 255)
-    square_n: int = 100
-    square_queries: int = 300
-    # fp32: bf16 autocast steps are ~1.5x faster but measured slightly weaker at 1/255
-    # (benchmarks/attack_precision.py), and a robustness number needs the strongest attack
-    attack_precision: str = "fp32"
-
-    @classmethod
-    def make(cls, name: str, seed: int = 0) -> Plan:
-        if name == "full":
-            return cls("full", seed)
-        if name == "quick":
-            return cls("quick", seed, train_limit=8000, epochs=2, epochs6=2, val_limit=1000,
-                       test_limit=1000, ood_limit=300, near_limit=500, anomaly_limit=300,
-                       odin_n=100, odin_temperatures=(1.0, 100.0, 1000.0),
-                       odin_epsilons=(0.0, 0.0014, 0.0028), ae_epochs=2, zhou_epochs=10,
-                       robust_n=64, pgd_steps=10, square_n=32, square_queries=100,
-                       attack_precision="auto")
-        if name == "tiny":
-            return cls("tiny", seed, widths=(16, 32, 32), train_limit=256, epochs=1, epochs6=1,
-                       batch_size=128, val_limit=64, test_limit=64, ood_limit=32,
-                       near_limit=32, anomaly_limit=32, odin_n=32,
-                       odin_temperatures=(1.0, 1000.0), odin_epsilons=(0.0, 0.0014),
-                       ae_epochs=1, zhou_epochs=2, zhou_hidden=(32, 32), robust_n=16,
-                       pgd_steps=3, square_n=8, square_queries=20)
-        raise ValueError(f"plan: expected 'full', 'quick' or 'tiny', got {name!r}")
-
-
-@dataclass
-class BackboneRun:
-    """One backbone with its detectors, thresholds and every score it produced."""
-
-    key: str                                  # "cifar10" or "cifar6"
-    folder: Path
-    model: Any
-    classes: tuple[str, ...]
-    info: dict[str, Any] = field(default_factory=dict)
-    detectors: dict[str, Detector] = field(default_factory=dict)
-    # set name -> (kind, {detector: scores}); kinds: id, id-val, far-ood, near-ood, anomaly
-    scores: dict[str, tuple[str, dict[str, np.ndarray]]] = field(default_factory=dict)
-    examples: dict[str, Tensor] = field(default_factory=dict)
-    zhou_fit: dict[str, Any] = field(default_factory=dict)
-    odin_tuning: dict[str, Any] = field(default_factory=dict)
-    robustness: list[dict[str, Any]] = field(default_factory=list)
 
 
 def file_sha256(path: Path) -> str:
@@ -291,9 +220,8 @@ def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_na
         precision=resolve_precision(plan.attack_precision, device), seed=plan.seed, batch=BATCH)
     names = list(run.detectors)
     for name in tqdm(names, desc=f"attacks ({run.key})", disable=not progress):
-        for record in detector_robustness(run.detectors[name], x_id, x_ood, settings):
-            run.robustness.append({"backbone": run.key, **record, "detector": name,
-                                   "ood_set": ood_name})
+        run.robustness[name] = detector_robustness(run.detectors[name], x_id, x_ood, settings,
+                                                   id_name=run.key, ood_name=ood_name)
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
@@ -358,19 +286,17 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
     return run
 
 
-def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str = "full",
-                                  seed: int = 0, mirror: str | os.PathLike[str] | None = None,
-                                  device: torch.device | None = None,
-                                  backbone_dir: str | os.PathLike[str] | None = None,
-                                  attack_precision: str | None = None,
-                                  progress: bool = True) -> dict[str, Any]:
-    """Run the whole reproduction (``plan``: full, quick, tiny); returns results.json's dict.
+def run_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str = "full",
+                            seed: int = 0, mirror: str | os.PathLike[str] | None = None,
+                            device: torch.device | None = None,
+                            backbone_dir: str | os.PathLike[str] | None = None,
+                            attack_precision: str | None = None, progress: bool = True
+                            ) -> tuple[Plan, dict[str, BackboneRun], dict[str, Any]]:
+    """Both backbones end to end (``plan``: full, quick, tiny): ``(plan, runs, run record)``.
 
     ``attack_precision`` (``auto``, ``bf16``, ``fp32``) overrides the plan's precision of the
     PGD and Square search steps; metrics are always scored in fp32.
     """
-    from basin.experiments.feature_recon_report import write_feature_recon_report
-
     the_plan = Plan.make(plan, seed)
     if attack_precision is not None:
         the_plan = replace(the_plan, attack_precision=attack_precision)
@@ -398,4 +324,4 @@ def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str 
                             ("cifar10", *(n for n in far_ood_names(mirror) if "noise" not in n)),
                             mirror=mirror))
     record["wall_time_s"] = time.perf_counter() - start
-    return write_feature_recon_report(out, the_plan, runs, record)
+    return the_plan, runs, record

@@ -1,19 +1,16 @@
-"""Reproduce the attractor paper (Alipour & SeyyedSalehi) end to end: train, evaluate, report.
+"""Train (or reuse) and evaluate the attractor paper's two networks.
 
-``reproduce_attractor_paper(out_dir)`` trains (or reuses) the paper's baseline and attractor
-networks in ``out_dir/baseline`` and ``out_dir/attractor``, evaluates them under the paper's
-protocol (T = 0.8, FGSM 20/255 on ID and OOD inputs) and under the stronger attacks, and
-hands everything to :mod:`basin.experiments.attractor_report`, which writes ``report.html``,
-``report.md`` and ``results.json``.
+:func:`run_attractor_paper` trains the baseline and attractor networks in
+``out_dir/baseline`` and ``out_dir/attractor`` (reusing a matching run), evaluates them under
+the paper's protocol (T = 0.8, FGSM 20/255 on ID and OOD inputs) and the stronger attacks,
+and returns the :class:`~.protocol.NetworkResults` with the run record; writing the report is
+:mod:`.report`'s job, so this module never imports it.
 
 Beside the paper's T = 0.8, the attractor network's Table 2 is also given at a threshold
 calibrated on the MNIST *validation* split for 95% acceptance (``CALIBRATION_ACCEPTANCE``),
 computed from the same test scores. The through-loop attacks differentiate F(G^n(x)); the
 system the paper describes classifies F(x), so they are also run against a system that
 classifies the iterate, for which they are white-box.
-
-``--quick`` shrinks every part (training images and epochs, test inputs, attack steps) so the
-whole pipeline runs in minutes; its report says so at the top.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,111 +28,23 @@ from tqdm.auto import tqdm
 
 from basin.attacks import FGSM, make_objective
 from basin.data import load_dataset, mirror_checksums
-from basin.detectors import PearsonDetector
+from basin.detectors import PearsonDetector, pearson_correlation
 from basin.losses import LossWeights
 from basin.models import AttractorNet
 from basin.models.dynamics import attractor_report, iterate
-from basin.robustness.evaluation import EvaluationResult, EvaluationSettings, evaluate_run
-from basin.training import PRESETS, TrainConfig, load_train_data, train
+from basin.reproductions.attractor.protocol import (
+    CALIBRATION_ACCEPTANCE,
+    EXTRA_OOD,
+    FIG12_EPS,
+    NETWORKS,
+    PAPER_ATTACKS,
+    PAPER_OOD,
+    NetworkResults,
+    ReproductionPlan,
+)
+from basin.robustness.evaluation import EvaluationSettings, evaluate_run
+from basin.training import load_train_data, train
 from basin.utils.runinfo import run_record
-
-NETWORKS = ("baseline", "attractor")
-PAPER_OOD = ("fashion-mnist", "cifar10-bw")
-EXTRA_OOD = ("notmnist", "omniglot")
-PAPER_EPS = "20/255"
-PAPER_ATTACKS = (f"fgsm:paper:{PAPER_EPS}", f"fgsm:ce:{PAPER_EPS}")
-SWEEP_EPS = ("1/255", "2/255", "3/255", "4/255", "5/255", "6/255", "7/255", "8/255", "9/255",
-             "10/255", "20/255")
-QUICK_SWEEP_EPS = ("1/255", "5/255", "10/255", "20/255")
-FIG12_EPS = (0.0, 5 / 255, 10 / 255, 20 / 255, 50 / 255, 100 / 255)
-CALIBRATION_ACCEPTANCE = 0.95   # ID validation acceptance of the calibrated threshold
-LOOP_OBJECTIVES = ("through-loop", "through-loop-bpda")
-
-# The paper's numbers (section 3.2, Tables 1 and 2): accuracy, precision, recall at T = 0.8.
-PAPER_RESULTS: dict[str, Any] = {
-    "baseline": {"clean_accuracy": 0.9817, "fgsm_accuracy": 0.2784, "detection": {
-        "fashion-mnist": {"clean": (0.9915, 0.9915, 0.9915), "fgsm": (0.8884, 0.9967, 0.7793)},
-        "cifar10-bw": {"clean": (0.9950, 0.9984, 0.9915), "fgsm": (0.8893, 0.9991, 0.7793)}}},
-    "attractor": {"clean_accuracy": 0.8873, "fgsm_accuracy": 0.8713, "detection": {
-        "fashion-mnist": {"clean": (0.9884, 0.9867, 0.9901), "fgsm": (0.9848, 0.9890, 0.9804)},
-        "cifar10-bw": {"clean": (0.9928, 0.9955, 0.9901), "fgsm": (0.9888, 0.9971, 0.9804)}}},
-}
-
-
-@dataclass
-class ReproductionPlan:
-    """Every size that ``--quick`` changes, recorded in results.json."""
-
-    quick: bool
-    seed: int = 0
-    train: dict[str, dict[str, Any]] = field(default_factory=dict)   # network -> overrides
-    eval_limit: int | None = None           # ID and OOD test inputs for the paper's tables
-    adaptive_limit: int | None = 1000       # inputs per dataset for the adaptive attacks
-    sweep_limit: int | None = 2000
-    sweep_eps: Sequence[str] = SWEEP_EPS
-    pgd_steps: int = 40
-    square_queries: int = 1000
-    loop_steps: int = 1                     # n of G^n(x) in the detector (the paper: n = 1)
-    diagnostic_samples: int = 200           # training samples for the attractor statistics
-
-    @classmethod
-    def tiny(cls, seed: int = 0) -> ReproductionPlan:
-        """Seconds, not minutes: for the integration test of the whole pipeline."""
-        return cls(quick=True, seed=seed,
-                   train={"baseline": {"seed": seed, "train_size": 500, "val_size": 300,
-                                       "max_epochs": 1},
-                          "attractor": {"seed": seed, "train_size": 200, "val_size": 300,
-                                        "max_epochs": 1}},
-                   eval_limit=48, adaptive_limit=24, sweep_limit=24,
-                   sweep_eps=("5/255", "20/255"), pgd_steps=3, square_queries=30,
-                   diagnostic_samples=4)
-
-    @classmethod
-    def make(cls, quick: bool, seed: int = 0) -> ReproductionPlan:
-        if not quick:
-            return cls(quick=False, seed=seed,
-                       train={"baseline": {"seed": seed}, "attractor": {"seed": seed}})
-        return cls(quick=True, seed=seed,
-                   train={"baseline": {"seed": seed, "train_size": 5000, "val_size": 2000,
-                                       "max_epochs": 3},
-                          "attractor": {"seed": seed, "val_size": 2000, "max_epochs": 3}},
-                   eval_limit=500, adaptive_limit=200, sweep_limit=300,
-                   sweep_eps=QUICK_SWEEP_EPS, pgd_steps=10, square_queries=300,
-                   diagnostic_samples=50)
-
-    def train_config(self, network: str) -> TrainConfig:
-        base = PRESETS["paper-baseline" if network == "baseline" else "paper-attractor"]
-        return base.replace(**self.train[network])
-
-    def adaptive_attacks(self) -> list[str]:
-        eps, steps = PAPER_EPS, self.pgd_steps
-        return [f"pgd:ce:{eps}:steps={steps}", f"pgd:through-loop:{eps}:steps={steps}",
-                f"pgd:through-loop-bpda:{eps}:steps={steps}",
-                f"square:ce:{eps}:queries={self.square_queries}",
-                f"pgd:reject-id:{eps}:steps={steps}", f"pgd:end-to-end:{eps}:steps={steps}"]
-
-    def loop_attacks(self) -> list[str]:
-        """The adaptive attacks that differentiate F(G^n(x)), the iterate's classification."""
-        return [a for a in self.adaptive_attacks() if a.split(":")[1] in LOOP_OBJECTIVES]
-
-
-@dataclass
-class NetworkResults:
-    name: str
-    net: AttractorNet
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-    history: Any
-    paper: EvaluationResult          # clean + the paper's FGSM, all OOD sets
-    adaptive: EvaluationResult       # stronger attacks on a subset
-    sweep: dict[str, EvaluationResult]   # epsilon -> FGSM (paper, ce) and PGD (ce)
-    diagnostics: dict[str, Any]
-    train_seconds: float
-    phase_seconds: dict[str, float] = field(default_factory=dict)
-    # the through-loop attacks against a system that classifies F(G^n(x)) (white-box there)
-    loop_white_box: EvaluationResult | None = None
-    # threshold fitted on MNIST validation images: threshold, acceptance, n_val
-    calibration: dict[str, Any] = field(default_factory=dict)
 
 
 class PhaseTimer:
@@ -168,8 +77,6 @@ def train_or_reuse(network: str, plan: ReproductionPlan, out_dir: Path, *,
 def perturbation_series(net: AttractorNet, x: torch.Tensor, y: torch.Tensor,
                         weights: LossWeights, epsilons: Sequence[float]) -> dict[str, list]:
     """Fig. 12: one training sample under the paper's FGSM at growing epsilon."""
-    from basin.detectors import pearson_correlation
-
     out: dict[str, list] = {"inputs": [], "reconstructions": [], "predicted": [], "scores": []}
     objective = make_objective("paper", net, weights=weights)
     for eps in epsilons:
@@ -256,14 +163,12 @@ def evaluate_network(name: str, plan: ReproductionPlan, out_dir: Path, *, mirror
                           loop_white_box=loop_white_box, calibration=calibration)
 
 
-def reproduce_attractor_paper(out_dir: str | os.PathLike[str], *, quick: bool = False,
-                              seed: int = 0, plan: ReproductionPlan | None = None,
-                              mirror: str | os.PathLike[str] | None = None,
-                              device: torch.device | None = None,
-                              progress: bool = True) -> dict[str, Any]:
-    """Run the whole reproduction; returns the results dict also written to results.json."""
-    from basin.experiments.attractor_report import write_attractor_report
-
+def run_attractor_paper(out_dir: str | os.PathLike[str], *, quick: bool = False,
+                        seed: int = 0, plan: ReproductionPlan | None = None,
+                        mirror: str | os.PathLike[str] | None = None,
+                        device: torch.device | None = None, progress: bool = True
+                        ) -> tuple[ReproductionPlan, dict[str, NetworkResults], dict[str, Any]]:
+    """Train or reuse and evaluate both networks: ``(plan, {network: results}, run record)``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = device or torch.device("cpu")
@@ -276,4 +181,4 @@ def reproduce_attractor_paper(out_dir: str | os.PathLike[str], *, quick: bool = 
                          "threads": torch.get_num_threads()}, seed,
                         mirror_checksums(("mnist", *PAPER_OOD, *EXTRA_OOD), mirror=mirror))
     record["wall_time_s"] = time.perf_counter() - start
-    return write_attractor_report(out, plan, networks, record)
+    return plan, networks, record

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from basin.data import ImageDataset, load_dataset
+from basin.data.datasets import ImageDataset, is_available, load_dataset
 from basin.data.transforms import resize_bilinear
 
 ANIMALS = (2, 3, 4, 5, 6, 7)      # bird, cat, deer, dog, frog, horse: the 6 ID classes
@@ -72,8 +72,6 @@ def load_splits(key: str, mirror: Any, *, seed: int, train_limit: int | None = N
 
 def far_ood_names(mirror: Any) -> tuple[str, ...]:
     """The far-OOD sets of a run: the mirror's, plus the optional ones that are present."""
-    from basin.data import is_available
-
     return FAR_OOD + tuple(n for n in OPTIONAL_FAR_OOD if is_available(n, mirror=mirror))
 
 
