@@ -44,11 +44,13 @@ class Data:
         return Data(self.name, self.x[chosen], None if self.y is None else self.y[chosen])
 
 
-def as_data(obj: Any, name: str, arg: str, *, need_labels: bool) -> Data:
-    """One data set from a tensor, an ``(x,)``/``(x, y)`` tuple or an ImageDataset."""
+def as_data(obj: Any, name: str | None, arg: str, *, need_labels: bool,
+            default: str = "data") -> Data:
+    """One data set from a tensor, an ``(x,)``/``(x, y)`` tuple or an ImageDataset, called
+    ``name`` (a dict key), else the ImageDataset's own name, else ``default``."""
     y: Tensor | None
     if isinstance(obj, ImageDataset):
-        x, y, name = obj.images, obj.labels, obj.name
+        x, y, name = obj.images, obj.labels, name or obj.name
     elif isinstance(obj, Tensor):
         x, y = obj, None
     elif isinstance(obj, tuple | list) and len(obj) in (1, 2):
@@ -69,7 +71,7 @@ def as_data(obj: Any, name: str, arg: str, *, need_labels: bool) -> Data:
         y = y.long()
     elif need_labels:
         raise ValueError(f"{arg}: in-distribution data needs labels; pass (x, y)")
-    return Data(name, x.detach(), y)
+    return Data(name or default, x.detach(), y)
 
 
 def as_data_sets(obj: Any, default_name: str, arg: str, *, need_labels: bool) -> list[Data]:
@@ -79,7 +81,7 @@ def as_data_sets(obj: Any, default_name: str, arg: str, *, need_labels: bool) ->
             raise ValueError(f"{arg}: the dict is empty")
         return [as_data(v, str(k), f"{arg}[{k!r}]", need_labels=need_labels)
                 for k, v in obj.items()]
-    return [as_data(obj, default_name, arg, need_labels=need_labels)]
+    return [as_data(obj, None, arg, need_labels=need_labels, default=default_name)]
 
 
 class ScoreDetector(Detector):
