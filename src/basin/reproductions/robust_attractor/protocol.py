@@ -50,6 +50,9 @@ class RobustPlan:
 
     @classmethod
     def make(cls, quick: bool, seed: int = 0) -> RobustPlan:
+        """The full plan, or ``--quick``: small networks (the paper attractor with the
+        projection estimator, whose exact-fast test evaluation alone takes about a minute)
+        and few attack steps."""
         if not quick:
             return cls(seed=seed)
         return cls(quick=True, seed=seed, epsilons=(0.1, 0.3), certify_epsilons=(0.01, 0.3),
@@ -60,7 +63,8 @@ class RobustPlan:
                    paper_changes={"baseline": {"train_size": 3000, "val_size": 2000,
                                                "max_epochs": 2, "seed": seed},
                                   "attractor": {"train_size": 500, "val_size": 2000,
-                                                "max_epochs": 2, "seed": seed}})
+                                                "max_epochs": 2, "seed": seed,
+                                                "jacobian": "projection"}})
 
     @classmethod
     def tiny(cls, seed: int = 0) -> RobustPlan:
@@ -73,4 +77,5 @@ class RobustPlan:
                    paper_changes={"baseline": {"train_size": 300, "val_size": 300,
                                                "max_epochs": 1, "seed": seed},
                                   "attractor": {"train_size": 100, "val_size": 300,
-                                                "max_epochs": 1, "seed": seed}})
+                                                "max_epochs": 1, "seed": seed,
+                                                "jacobian": "projection"}})
