@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from basin.data import load_dataset, verify_dataset
 from basin.training.config import TrainConfig
 
 # Split sizes of the toy problem; train_size / val_size take subsets as for MNIST.
@@ -98,8 +99,6 @@ def load_train_data(config: TrainConfig, *, mirror: str | os.PathLike[str] | Non
         val = _subset(*parts["val"], config.val_size, config.seed)
         test = parts["test"] if with_test else (None, None)
         return TrainData(*train, *val, *test)
-
-    from basin.data import load_dataset, verify_dataset
 
     checksums = dict(verify_dataset(config.dataset, mirror=mirror)) if verify else {}
     splits = {}

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from basin.losses import LossWeights, attractor_loss, run_stack
 from basin.models.attractor import AttractorNet
 from basin.training.checkpoint import (
     Progress,
@@ -98,16 +99,12 @@ def build_model(config: TrainConfig) -> tuple[AttractorNet, nn.ModuleList]:
     return net, heads
 
 
-def _loss_weights(config: TrainConfig) -> Any:
-    from basin.losses import LossWeights
-
+def _loss_weights(config: TrainConfig) -> LossWeights:
     return LossWeights(*config.weights)
 
 
 def _loss(stage: Stage, h: Tensor, y: Tensor, config: TrainConfig, weights: Any,
           generator: torch.Generator | None) -> Any:
-    from basin.losses import attractor_loss, run_stack
-
     forward = run_stack(stage.stack, h)
     return attractor_loss(stage.stack, h, h, stage.logits_from(forward.activations), y,
                           weights, jacobian=config.jacobian, projections=config.projections,
