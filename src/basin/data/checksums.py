@@ -48,6 +48,12 @@ SHA256: dict[str, str] = {
         "8e7f38ae95cc8f48e0986175ffc9137e5007ebcf3d8fdf6656c904eb9dab198b",
     "notmnist/t10k-labels-idx1-ubyte":
         "5f8e6012f2ce730700d8d05fca098bc47f71d25b890e4bec7ac5ebfd614a4001",
+    # ODIN's resized sets as the mirror repacks them (sha256 of the uncompressed tar; not the
+    # official archives, whose MD5 differs): verifiable, not yet datasets by name
+    "odin/Imagenet_resize.tar":
+        "5effe238670f0cfd9e487f37dc0561f63d8f6e80cc737f3c83e7192cfe2eee79",
+    "odin/LSUN_resize.tar":
+        "0cf28d9fe191c1f1abe3a77925eed4a36083ecc39311aac92db29d87def905d1",
     "omniglot/all_runs.zip":
         "437c1eeab0af8484112e1b4cc0f3d541ec727f7c47b9b202da738af9dfd6c325",
     "omniglot/images_background_small1.zip":
