@@ -18,6 +18,7 @@ from basin.attacks import (
     FGSM,
     OBJECTIVES,
     PGD,
+    BestSoFar,
     Objective,
     Square,
     build_attack,
@@ -345,3 +346,19 @@ def test_first_success_drops_finished_inputs_without_changing_the_rest(
     with torch.no_grad():
         wrong = trained.logits(whole).argmax(1) != y
     assert (wrong == ce.success(whole, y)).all() and wrong.float().mean() > 0.3
+
+
+def test_best_so_far_never_writes_into_a_held_candidate() -> None:
+    x = torch.zeros(3, 2)
+    best = BestSoFar(x, torch.zeros(3))
+    first = torch.full((3, 2), 0.5)
+    best.update(first, torch.ones(3), torch.zeros(3, dtype=torch.bool), torch.arange(3))
+    assert best.x.data_ptr() == first.data_ptr()  # every row improved: held, not copied
+    second = torch.full((3, 2), 0.75)
+    best.update(second, torch.tensor([2.0, 0.0, 2.0]), torch.tensor([False, False, True]),
+                torch.arange(3))
+    assert torch.equal(first, torch.full((3, 2), 0.5))  # the attack's iterate is untouched
+    assert best.x[:, 0].tolist() == [0.75, 0.5, 0.75]
+    assert best.loss.tolist() == [2.0, 1.0, 2.0] and best.success.tolist() == [False, False,
+                                                                                True]
+    assert not torch.equal(x, best.x) and torch.equal(x, torch.zeros(3, 2))

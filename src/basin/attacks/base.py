@@ -44,8 +44,8 @@ def check_epsilon(epsilon: float, name: str = "epsilon") -> float:
 
 def project_linf(x_adv: Tensor, x: Tensor, epsilon: float) -> Tensor:
     """Nearest point of the epsilon-ball around ``x`` intersected with [0, 1]."""
-    delta = torch.clamp(x_adv - x, -epsilon, epsilon)
-    return torch.clamp(x + delta, 0.0, 1.0)
+    delta = (x_adv - x).clamp_(-epsilon, epsilon)
+    return (x + delta).clamp_(0.0, 1.0)
 
 
 def check_keep(keep: str | None, objective: Objective) -> str:
@@ -78,6 +78,7 @@ class BestSoFar:
             clean = clean_loss.detach().to(torch.float64)
             self.loss = torch.where(torch.isnan(clean), self.loss, clean)
         self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        self._borrowed = False
 
     def update(self, x_cand: Tensor, loss: Tensor, success: Tensor,
                idx: Tensor | None = None) -> None:
@@ -85,15 +86,33 @@ class BestSoFar:
         if idx is None:
             # NaN losses compare False and are never kept
             better = ~self.success & (success | (loss > self.loss))
+            self._own()
             self.x[better] = x_cand.detach()[better]
             self.loss = torch.where(better, loss, self.loss)
             self.success = self.success | (better & success)
             return
         better = ~self.success[idx] & (success | (loss > self.loss[idx]))
-        rows = idx[better]
-        self.x[rows] = x_cand.detach()[better]
-        self.loss[rows] = loss[better]
-        self.success[rows] = success[better]
+        if bool(better.all()):  # the common case while the loss rises
+            if len(idx) == self.x.shape[0] and bool(
+                    (idx == torch.arange(len(idx), device=idx.device)).all()):
+                # every row improved: hold the candidate itself instead of copying it (the
+                # attacks never write into an iterate; a later partial update copies first)
+                self.x, self._borrowed = x_cand.detach(), True
+                self.loss, self.success = loss.clone(), success.clone()
+                return
+            rows, src = idx, x_cand
+        else:
+            rows, src = idx[better], x_cand[better]
+            loss, success = loss[better], success[better]
+        self._own()
+        self.x.index_copy_(0, rows, src.detach())
+        self.loss.index_copy_(0, rows, loss)
+        self.success.index_copy_(0, rows, success)
+
+    def _own(self) -> None:
+        """Copy a held candidate before writing into it (the attack may still read it)."""
+        if self._borrowed:
+            self.x, self._borrowed = self.x.clone(), False
 
 
 class Attack(ABC):
@@ -185,9 +204,12 @@ class GradientAttack(Attack):
         if grad is None:
             # the objective does not depend on x: no direction to follow
             grad = torch.zeros_like(x)
-        grad = torch.where(torch.isnan(grad), torch.zeros_like(grad), grad)
+        # one pass, infinities kept (not in place: autograd may return an expanded view)
+        grad = torch.nan_to_num(grad, nan=0.0, posinf=math.inf, neginf=-math.inf)
         return loss.detach(), success, grad
 
     def step(self, x_adv: Tensor, x: Tensor, grad: Tensor, step_size: float) -> Tensor:
         """One ascent step along ``sign(grad)`` followed by the projection."""
-        return project_linf(x_adv + step_size * torch.sign(grad), x, self.epsilon)
+        # step_size * sign is exact, so the fused add rounds as the plain expression does
+        return project_linf(torch.add(x_adv, torch.sign(grad), alpha=step_size), x,
+                            self.epsilon)
