@@ -9,6 +9,7 @@ corners, so the audit must match them to float precision.
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -17,8 +18,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
+from basin.attacks.suite import strongest_specs
 from basin.detectors import MSPDetector
 from basin.models.feature_classifier import LogitsClassifier
+from basin.robustness import audit_attacks
 from basin.robustness.audit import audit
 from basin.robustness.records import Record
 
@@ -108,15 +111,19 @@ def test_worst_case_scores_reach_the_exact_linear_extremes(problem: dict, report
     np.testing.assert_allclose(report.scores("id", EPS), clean_id - radius, atol=1e-5)
 
 
-@pytest.mark.slow
-def test_strongest_suite_reaches_the_exact_answer_and_checks_black_box(problem: dict) -> None:
+def test_strongest_suite_reaches_the_exact_answer_and_checks_black_box(
+        problem: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the suite's own members, on smaller budgets (Square's 5000 queries dominate otherwise)
+    monkeypatch.setattr(audit_attacks, "strongest_specs", functools.partial(
+        strongest_specs, apgd_steps=30, pgd_steps=10, square_queries=300))
     x, y = problem["x"][:24], problem["y"][:24]
     rep = audit(problem["model"], LinearScore(problem["v"]), (x, y),
                 {"noise": problem["ood"][:16]}, epsilons=(0.02,), attacks="strongest", n=None,
                 calibration=problem["val"])
     specs = {r.spec for r in rep.runs}
-    assert "apgd:margin:0.02:steps=100" in specs        # DLR needs 3 classes: margin instead
+    assert "apgd:margin:0.02:steps=30" in specs        # DLR needs 3 classes: margin instead
     assert any(s.startswith("square:accept-ood") for s in specs)
+    assert {f"apgd:end-to-end:0.02:steps=30:penalty={p}" for p in (1, 10, 100)} <= specs
     margin = (1 - 2 * y.double()) * problem["f"][:24].double()
     robust = float((margin > 0.02 * problem["w"].abs().sum()).double().mean())
     assert rep.value(condition="worst-case", epsilon=0.02, dataset="id",

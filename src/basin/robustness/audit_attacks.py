@@ -7,9 +7,10 @@ The audit then keeps, per input, the worst case over every run on its side, so a
 attack can only make the reported numbers worse for the defender, never better.
 
 Suites are templates over epsilon: ``"fast"`` (PGD-10 on each goal, for tests and quick
-looks) and ``"strongest"`` (AutoAttack's composition on each goal: APGD with CE and DLR,
-PGD with restarts and the Square black-box attack, whose job is also to expose gradient
-masking; the end-to-end objective at several weights of its acceptance term).
+looks) and ``"strongest"`` (the members of :func:`basin.attacks.suite.strongest_specs` on
+each goal, AutoAttack's composition: APGD on the objective and on DLR or the margin, PGD with
+restarts and the Square black-box attack, whose job is also to expose gradient masking; the
+end-to-end objective at several weights of its acceptance term).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from basin.attacks import (
     parse_attack_spec,
 )
 from basin.attacks.objectives import classifier_logits
+from basin.attacks.suite import strongest_specs
 from basin.robustness.system import Data, derive_seed, format_epsilon
 
 # objectives on the detector score alone; they keep each input's strongest point by default
@@ -37,6 +39,11 @@ from basin.robustness.system import Data, derive_seed, format_epsilon
 SCORE_OBJECTIVES = frozenset(n for n, kind in OBJECTIVE_KINDS.items() if kind == "detector")
 OOD_OBJECTIVES = frozenset({"accept-ood"})
 BLACK_BOX = frozenset({"square"})
+
+STRONGEST = "strongest"
+# the goals of the strongest plan: objective and its extra spec parameters
+STRONGEST_GOALS = (("ce", ""), ("end-to-end", "penalty=1"), ("end-to-end", "penalty=10"),
+                   ("end-to-end", "penalty=100"), ("reject-id", ""), ("accept-ood", ""))
 
 SUITES: dict[str, tuple[str, ...]] = {
     "fast": (
@@ -46,25 +53,23 @@ SUITES: dict[str, tuple[str, ...]] = {
         "pgd:reject-id:{eps}:steps=10",
         "pgd:accept-ood:{eps}:steps=10",
     ),
-    # AutoAttack's composition on every goal: APGD-CE, APGD-DLR (margin below 3 classes),
-    # PGD with restarts, Square; the end-to-end goal at three weights of its acceptance term
-    "strongest": (
-        "apgd:ce:{eps}:steps=100",
-        "apgd:dlr:{eps}:steps=100",
-        "pgd:ce:{eps}:steps=50:restarts=2",
-        "square:ce:{eps}:queries=1000",
-        "apgd:end-to-end:{eps}:steps=100:penalty=1",
-        "apgd:end-to-end:{eps}:steps=100:penalty=10",
-        "apgd:end-to-end:{eps}:steps=100:penalty=100",
-        "square:end-to-end:{eps}:queries=1000:penalty=10",
-        "apgd:reject-id:{eps}:steps=100",
-        "pgd:reject-id:{eps}:steps=50:restarts=2",
-        "square:reject-id:{eps}:queries=1000",
-        "apgd:accept-ood:{eps}:steps=100",
-        "pgd:accept-ood:{eps}:steps=50:restarts=2",
-        "square:accept-ood:{eps}:queries=1000",
-    ),
+    # basin.attacks.suite's strongest members on every goal (see strongest_plan)
+    "strongest": (STRONGEST,),
 }
+
+
+def strongest_plan(epsilon: float, n_classes: int | None) -> list[str]:
+    """``basin.attacks.suite.strongest_specs`` of every goal (APGD on the objective, APGD-DLR
+    or the margin for classifier goals, PGD with restarts, Square), the end-to-end goal at
+    three weights of its acceptance term; the same member is run once."""
+    out: list[str] = []
+    for objective, extra in STRONGEST_GOALS:
+        for text in strongest_specs(objective, epsilon, n_classes=n_classes or 10):
+            if extra and text.split(":")[1] == objective:
+                text = f"{text}:{extra}"
+            if text not in out:
+                out.append(text)
+    return out
 
 
 def _at_epsilon(text: str, epsilon: float) -> AttackSpec:
@@ -88,23 +93,18 @@ def check_attacks(attacks: str | Sequence[str]) -> list[str]:
         if not templates or not all(isinstance(t, str) for t in templates):
             raise ValueError(f"attacks: expected a non-empty list of spec strings, got "
                              f"{attacks!r}")
-    for text in templates:
-        _at_epsilon(text.replace("{eps}", "0"), 0.0)
+    plan_attacks(templates, 0.0)
     return templates
 
 
 def plan_attacks(templates: Sequence[str], epsilon: float,
                  n_classes: int | None = None) -> list[AttackSpec]:
-    """Each template at ``epsilon``: a spec's own epsilon is a placeholder, replaced. With
-    fewer than 3 classes the suites' DLR objective (undefined there) becomes ``margin``."""
-    out = []
+    """Each template at ``epsilon`` (a spec's own epsilon is a placeholder, replaced);
+    ``"strongest"`` expands to :func:`strongest_plan` for ``n_classes``."""
+    texts: list[str] = []
     for t in templates:
-        spec = _at_epsilon(t.replace("{eps}", "0"), epsilon)
-        if spec.objective == "dlr" and n_classes is not None and n_classes < 3 \
-                and t in SUITES["strongest"]:
-            spec = _at_epsilon(t.replace("{eps}", "0").replace(":dlr:", ":margin:"), epsilon)
-        out.append(spec)
-    return out
+        texts += strongest_plan(epsilon, n_classes) if t == STRONGEST else [t]
+    return [_at_epsilon(t.replace("{eps}", "0"), epsilon) for t in texts]
 
 
 def side_of(spec: AttackSpec) -> str:

@@ -104,7 +104,8 @@ class AuditReport:
     @property
     def suspicious(self) -> list[str]:
         """The sanity flags that say a number cannot be trusted."""
-        bad = ("FAILED", "suspected", "look like probabilities", "cannot follow")
+        bad = ("FAILED", "suspected", "randomised defence", "outputs probabilities",
+               "cannot follow")
         return [f for f in self.flags if any(b in f for b in bad)]
 
     # -- serialisation -----------------------------------------------------------------

@@ -8,12 +8,15 @@ there (Athalye, Carlini & Wagner 2018). Per epsilon, on a seeded subset of ID in
 2. the classifier's and the detector's input gradients are non-zero on most inputs;
 3. a black-box attack does not beat the white-box ones, on the classifier (accuracy), on
    the ID rejection goal and on the OOD acceptance goal;
-4. the model returns logits, not probabilities (rows summing to 1 flatten the CE gradient).
+4. AutoAttack's checks (:mod:`basin.attacks.sanity`): two forwards of one input agree (no
+   randomised defence), the model returns logits, not probabilities, and no input has an
+   exactly zero gradient.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +31,12 @@ from basin.attacks import (
     sanity_flags,
 )
 from basin.attacks.objectives import classifier_logits
-from basin.attacks.sanity import MASKING_FRACTION
+from basin.attacks.sanity import (
+    MASKING_FRACTION,
+    probability_output_flag,
+    randomness_flag,
+    zero_gradient_flag,
+)
 from basin.robustness.audit_attacks import SCORE_OBJECTIVES, build_objective
 from basin.robustness.audit_report import RunArrays
 from basin.robustness.records import Record
@@ -59,17 +67,6 @@ def _black_vs_white(runs: Sequence[RunArrays], goal: str, value: Any,
         return (f"suspected gradient masking: black-box beats white-box on {goal} "
                 f"({best_b:.4f} vs {best_w:.4f})")
     return f"black-box does not beat white-box on {goal}: OK"
-
-
-def _probability_flag(model: Any, x: torch.Tensor, device: torch.device) -> str:
-    with torch.no_grad():
-        out = classifier_logits(model, x.to(device)).double()
-    sums = out.sum(dim=1)
-    if bool(((out >= 0) & (out <= 1)).all()) and bool(torch.allclose(sums, torch.ones_like(sums),
-                                                                      atol=1e-4)):
-        return ("model outputs look like probabilities (rows in [0, 1] summing to 1): the "
-                "cross-entropy gradient is flattened; pass a model that returns logits")
-    return "model returns logits (not probabilities): OK"
 
 
 def sanity_for_epsilon(model: Any, detector: Any, id_set: Data, specs: Sequence[AttackSpec],
@@ -108,7 +105,9 @@ def sanity_for_epsilon(model: Any, detector: Any, id_set: Data, specs: Sequence[
         flag = _black_vs_white(runs, goal, value, higher)
         if flag:
             flags.append(flag)
-    flags.append(_probability_flag(model, sub.x, device))
+    forward = functools.partial(classifier_logits, model)
+    flags += [randomness_flag(forward, x), probability_output_flag(forward, x),
+              zero_gradient_flag(make_objective("ce", model), x, y)]
     prefix = f"[eps={eps:.4g}, {len(sub)} ID inputs] "
     extra = {"n": len(sub)}
     records = [Record("sanity", "none", eps, id_set.name, "id", metric, value, extra)
