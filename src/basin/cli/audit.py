@@ -81,8 +81,9 @@ def _ood_data(names: list[str], shape: tuple[int, ...], mirror: str | None,
     out = {}
     for name in names:
         # synthetic sets take the ID images' shape; real ones have their own
-        kwargs = {"shape": shape} if dataset_info(name).synthetic else {}
-        out[name] = load_dataset(name, "test", mirror=mirror, seed=seed, **kwargs)
+        dims = shape if dataset_info(name).synthetic and len(shape) == 3 else None
+        out[name] = load_dataset(name, "test", mirror=mirror, seed=seed,
+                                 shape=dims)
     return out
 
 

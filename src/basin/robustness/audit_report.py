@@ -184,14 +184,13 @@ class AuditReport:
     def _run_rows(self) -> list[list[Any]]:
         rows = []
         for run in self.runs:
-            where = {"condition": run.spec, "epsilon": run.epsilon, "dataset": run.dataset,
-                     "side": run.side}
+            def v(metric: str, run: RunArrays = run) -> float | None:
+                return self._v(run.spec, run.epsilon, run.dataset, run.side, metric)
+
             rate = "acceptance_rate" if run.side == "id" else "ood_acceptance_rate"
             rows.append([run.spec, run.dataset, run.side,
-                         self._v(metric="accuracy", **where) if run.side == "id" else None,
-                         self._v(metric=rate, **where),
-                         self._v(metric="silent_failure_rate", **where),
-                         self._v(metric="mean_score", **where)])
+                         v("accuracy") if run.side == "id" else None, v(rate),
+                         v("silent_failure_rate"), v("mean_score")])
         return rows
 
     def _add_figures(self, report: Report) -> None:
@@ -204,13 +203,14 @@ class AuditReport:
             report.figure(roc_curves(curves, title=f"ROC: {self.id_name} vs {name}"),
                           f"roc-{_slug(name)}", f"ROC curves, {self.id_name} (positive) vs "
                           f"{name}, clean and with both sides attacked (worst case).")
-        for e in sorted(self.worst) or [None]:
+        epsilons: list[float | None] = [*sorted(self.worst)] or [None]
+        for at in epsilons:
             sets = {f"{self.id_name} clean": self.clean_id_scores}
             sets.update({f"{k} clean": v for k, v in self.clean_ood_scores.items()})
-            if e is not None:
-                sets[f"{self.id_name} attacked"] = self.worst[e].id_scores
-                sets.update({f"{k} attacked": v for k, v in self.worst[e].ood_scores.items()})
-            tag = "clean" if e is None else _eps(e)
+            if at is not None:
+                sets[f"{self.id_name} attacked"] = self.worst[at].id_scores
+                sets.update({f"{k} attacked": v for k, v in self.worst[at].ood_scores.items()})
+            tag = "clean" if at is None else _eps(at)
             report.figure(score_histograms(sets, self.threshold,
                                            title=f"Detector scores, eps={tag}"),
                           f"scores-{_slug(tag)}", f"Detector scores at eps={tag}: clean and "
