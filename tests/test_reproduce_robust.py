@@ -6,9 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from basin.models.attractor import AttractorNet
 from basin.reproductions.robust_attractor.protocol import SYSTEMS, RobustPlan
 from basin.reproductions.robust_attractor.report import reproduce_robust_attractor
+from basin.reproductions.robust_attractor.suite import (
+    RunOutcome,
+    SideResult,
+    System,
+    id_worst_case,
+    ood_worst_case,
+)
 
 
 @pytest.mark.slow
@@ -38,3 +47,26 @@ def test_tiny_plan_writes_report_and_records(tmp_path: Path, mirror_dir: Path,
     assert any(r["condition"] == "certified" for r in records)
     assert len(result["summary"]) == 5
     assert "Headline" in (out / "report.md").read_text()
+
+
+def test_worst_case_combines_runs_per_input() -> None:
+    y = torch.tensor([0, 1, 2, 3])
+    every = torch.arange(4)
+    side = SideResult([
+        RunOutcome("clean", torch.tensor([0, 1, 2, 0]), torch.tensor([.9, .9, .9, .9]), every),
+        # wrong on input 1 but rejected there; wrong and accepted on input 2
+        RunOutcome("pgd-ce", torch.tensor([0, 0, 0, 3]), torch.tensor([.9, .1, .8, .9]),
+                   every),
+        # a label-free run: its classes never count, its scores do
+        RunOutcome("pgd-reject", torch.tensor([9, 9, 9, 9]), torch.tensor([.2, .9, .9, .9]),
+                   every),
+        RunOutcome("square-e2e", torch.tensor([1]), torch.tensor([.95]), torch.tensor([0]))])
+    worst = id_worst_case(side, y, threshold=0.5)
+    assert worst["wrong"].tolist() == [True, True, True, True]
+    assert worst["silent"].tolist() == [True, False, True, True]
+    assert worst["min_score"].tolist() == pytest.approx([0.2, 0.1, 0.8, 0.9])
+    assert ood_worst_case(side, 4).tolist() == pytest.approx([0.95, 0.9, 0.9, 0.9])
+    torch.manual_seed(0)
+    system = System("s", AttractorNet((784, 32, 16, 32, 784), 10, "clamp"), 0.5, 2)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.allclose(system.score(x), system.score_bpda(x))
