@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from basin.attacks.objectives import Objective, classifier_logits, declare, misclassified
+from basin.attacks.objectives import Objective, classifier_logits, declare, labels, misclassified
 
 
 def _check_detector(detector: Any, name: str) -> None:
@@ -112,7 +112,7 @@ def build_end_to_end(model: Any, *, detector: Any = None, penalty: float = 10.0,
         raise ValueError(f"objective 'end-to-end': margin must be finite, got {margin!r}")
 
     def value(logits: Tensor, score: Tensor, y: Tensor | None) -> Tensor:
-        ce = F.cross_entropy(logits, y, reduction="none")
+        ce = F.cross_entropy(logits, labels(y), reduction="none")
         shortfall = torch.relu(_threshold(detector) + margin - score)
         return ce - penalty * shortfall.to(ce.dtype)
 

@@ -95,7 +95,8 @@ class _State:
     top_check: Tensor  # f_max at the last checkpoint
 
     def keep_rows(self, rows: Tensor) -> _State:
-        return _State(**{k: take_rows(v, rows) for k, v in vars(self).items()})
+        taken = {k: take_rows(v, rows) for k, v in vars(self).items()}
+        return _State(**taken)  # type: ignore[arg-type]
 
 
 class APGD(GradientAttack):
@@ -137,10 +138,9 @@ class APGD(GradientAttack):
         loss = loss.to(torch.float64)
         n = x.shape[0]
         eta = torch.full((n,), 2 * self.epsilon, dtype=torch.float64, device=x.device)
-        state = _State(x, y, idx, start, start, grad, loss, eta, start, grad, loss,
-                       torch.zeros(n, dtype=torch.long, device=x.device), eta.clone(),
-                       loss.clone())
-        state = self._drop(state, success)
+        rises = torch.zeros(n, dtype=torch.long, device=x.device)
+        state = self._drop(_State(x, y, idx, start, start, grad, loss, eta, start, grad, loss,
+                                  rises, eta.clone(), loss.clone()), success)
         last_check = 0
         for k in range(self.steps):
             if state is None:

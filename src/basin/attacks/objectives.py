@@ -162,8 +162,15 @@ def _require(model: Any, attr: str, objective: str) -> None:
                          f"{type(model).__name__}")
 
 
-def misclassified(logits: Tensor, y: Tensor) -> Tensor:
-    return logits.argmax(dim=1) != y
+def labels(y: Tensor | None) -> Tensor:
+    """``y``, or ValueError for a label-free call of an objective that needs labels."""
+    if y is None:
+        raise ValueError("y: this objective needs labels, got None")
+    return y
+
+
+def misclassified(logits: Tensor, y: Tensor | None) -> Tensor:
+    return logits.argmax(dim=1) != labels(y)
 
 
 # -- classifier objectives -----------------------------------------------------------------
@@ -172,14 +179,14 @@ def _from_logits(name: str, logits_of: Callable[[Tensor], Tensor],
     """An objective ``value(logits, y)`` with success = misclassified, from one forward."""
 
     def loss(x: Tensor, y: Tensor | None) -> Tensor:
-        return value(logits_of(x), y)
+        return value(logits_of(x), labels(y))
 
     def success(x: Tensor, y: Tensor | None) -> Tensor:
         return misclassified(logits_of(x), y)
 
     def evaluate(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
         logits = logits_of(x)
-        return value(logits, y), misclassified(logits.detach(), y)
+        return value(logits, labels(y)), misclassified(logits.detach(), y)
 
     return Objective(name, loss, success, evaluate_fn=evaluate)
 
@@ -277,7 +284,7 @@ def build_paper(model: Any, *, weights: Any = None, jacobian: str = "exact-fast"
         flat = x.reshape(x.shape[0], -1)
         reconstruction = (stack(flat) - flat).square().mean(dim=1)
         logits = classifier_logits(model, x)
-        classification = F.cross_entropy(logits, y, reduction="none")
+        classification = F.cross_entropy(logits, labels(y), reduction="none")
         total = weights.reconstruction * reconstruction + weights.classification * classification
         if weights.eigen > 0:
             # A piecewise-linear G has a piecewise-constant Jacobian: the term has no input
