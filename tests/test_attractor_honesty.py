@@ -76,9 +76,8 @@ def _scores(result: EvaluationResult, condition: str) -> tuple[np.ndarray, np.nd
 
 
 def _first_success(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the runner did before: the objectives' success test kept, no clean fallback (the
-    attacks' own ``keep`` too, now that score objectives default to ``"strongest"``)."""
-    monkeypatch.setattr(evaluation, "SCORE_OBJECTIVES", frozenset())
+    """What the runner did before: the objectives' success test kept, no clean fallback
+    (``keep="first-success"``, where score objectives now default to ``"strongest"``)."""
     original = evaluation.Evaluator.objective_for
 
     def first_success(self: evaluation.Evaluator, spec: Any, side: str) -> Any:
@@ -138,9 +137,11 @@ def test_success_selection_is_kept_where_success_is_the_outcome(setup: tuple) ->
     specs = {c.text: c.attack for c in parse_conditions(
         ["pgd:ce:0.1", "pgd:end-to-end:0.1", "pgd:reject-id:0.1", "pgd:accept-ood:0.1"])
         if c.attack is not None}
-    kept = {(text, side): evaluator.objective_for(spec, side).has_success
+    kept = {(text, side): evaluator.objective_for(spec, side).keep
             for text, spec in specs.items() for side in ("id", "ood")}
-    assert kept == {("pgd:ce:0.1", "id"): True, ("pgd:ce:0.1", "ood"): True,
-                    ("pgd:end-to-end:0.1", "id"): True, ("pgd:end-to-end:0.1", "ood"): False,
-                    ("pgd:reject-id:0.1", "id"): False, ("pgd:reject-id:0.1", "ood"): False,
-                    ("pgd:accept-ood:0.1", "id"): False, ("pgd:accept-ood:0.1", "ood"): False}
+    first, strongest = "first-success", "strongest"
+    assert kept == {("pgd:ce:0.1", "id"): first, ("pgd:ce:0.1", "ood"): first,
+                    ("pgd:end-to-end:0.1", "id"): first, ("pgd:end-to-end:0.1", "ood"): strongest,
+                    ("pgd:reject-id:0.1", "id"): strongest, ("pgd:reject-id:0.1", "ood"): strongest,
+                    ("pgd:accept-ood:0.1", "id"): strongest,
+                    ("pgd:accept-ood:0.1", "ood"): strongest}

@@ -35,7 +35,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -45,7 +45,6 @@ from tqdm.auto import tqdm
 from basin.attacks import (
     DETECTOR_OBJECTIVES,
     AttackSpec,
-    build_attack,
     gradient_nonzero_fraction,
     make_objective,
     sanity_flags,
@@ -56,13 +55,12 @@ from basin.detectors import PearsonDetector, RejectOptionClassifier
 from basin.losses import LossWeights
 from basin.metrics import ece, ood_metrics, reject_option_metrics
 from basin.models import AttractorNet
+from basin.robustness.audit_attacks import run_attack
 from basin.robustness.conditions import Condition, check_dataset_names, parse_conditions
 from basin.robustness.records import Record, value_of
+from basin.robustness.system import Data
 
 CLASSIFICATION_OBJECTIVES = ("ce", "paper", "through-loop", "through-loop-bpda")
-# Objectives on the detector score alone. Their success test (crossing T) suits rates at T,
-# but the runner also reports threshold-free metrics, which need the lowest/highest score.
-SCORE_OBJECTIVES = frozenset({"reject-id", "accept-ood"})
 SANITY_SUBSET = 256
 
 
@@ -73,7 +71,7 @@ class EvaluationSettings:
     steps: int = 1                     # n in G^n(x) for the similarity score
     threshold: float | None = 0.8      # None: calibrate on the ID validation split
     acceptance: float = 0.95           # ID validation acceptance when calibrating
-    classify: str = "input"            # F(x) or F(G^n(x))
+    classify: Literal["input", "iterate"] = "input"  # F(x) or F(G^n(x))
     limit: int | None = None           # inputs per dataset (seeded subset)
     batch_size: int = 500
     seed: int = 0
@@ -129,11 +127,11 @@ class Evaluator:
         kwargs.setdefault("steps", self.settings.steps)
         a1, a2, a3 = self.settings.loss_weights
         weights = LossWeights(reconstruction=a1, eigen=a2, classification=a3)
-        objective = make_objective(name, self.net, detector=self.detector,
-                                   seed=self.settings.seed, weights=weights, **kwargs)
-        if name in SCORE_OBJECTIVES:
-            objective = dataclasses.replace(objective, success_fn=None)
-        return objective
+        # Score objectives (reject-id, accept-ood) keep each input's strongest point by
+        # default, the clean input included: threshold-free metrics need the lowest/highest
+        # score, not the first one that crosses T.
+        return make_objective(name, self.net, detector=self.detector,
+                              seed=self.settings.seed, weights=weights, **kwargs)
 
     def labels_for(self, x: Tensor, y: Tensor, side: str) -> Tensor:
         if side == "id":
@@ -155,20 +153,11 @@ class Evaluator:
         assert spec is not None
         objective = self.objective_for(spec, side)
         y = self.labels_for(x, data.labels, side)
-        out = []
-        bs = self.settings.batch_size
-        batches = range(0, len(x), bs)
-        for k, i in enumerate(tqdm(batches, desc=f"{spec.text} on {data.name}", leave=False,
-                                   disable=not self.progress)):
-            attack = build_attack(_spec_for(spec, objective.name), objective,
-                                  seed=self.settings.seed + k)
-            xb = x[i:i + bs].to(self.device)
-            yb = y[i:i + bs].to(self.device)
-            x_adv = attack.perturb(xb, yb).detach()
-            if objective.name in SCORE_OBJECTIVES:
-                x_adv = _no_worse_than_clean(objective, xb, x_adv)
-            out.append(x_adv.cpu())
-        return torch.cat(out)
+        # The same batching and per-batch seeds as basin.audit, so an audit of this network
+        # with the same attack specs finds the same adversarial inputs.
+        return run_attack(_spec_for(spec, objective.name), objective,
+                          Data(data.name, x, y), seed=self.settings.seed,
+                          batch_size=self.settings.batch_size, device=self.device)
 
     # -- measuring -------------------------------------------------------------------
     def measure(self, condition: Condition, id_data: ImageDataset,
@@ -240,18 +229,6 @@ def _spec_for(spec: AttackSpec, objective_name: str) -> AttackSpec:
         return spec
     params = {k: v for k, v in spec.params.items() if k in spec.attack_params()}
     return dataclasses.replace(spec, objective=objective_name, params=params)
-
-
-@torch.no_grad()
-def _no_worse_than_clean(objective: Any, x: Tensor, x_adv: Tensor) -> Tensor:
-    """Per input, ``x`` where it beats ``x_adv`` on the objective, else ``x_adv``.
-
-    A random start can leave an input worse off than where it began, and the clean input is
-    a point of the ball the attacker may always choose.
-    """
-    clean_wins = objective(x) > objective(x_adv)
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    return torch.where(clean_wins.reshape(shape), x, x_adv)
 
 
 def _safe_mean(mask: Tensor) -> float:
