@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -42,8 +43,9 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
 @mirror_option
 def evaluate(run_dir: str, ood: tuple[str, ...], attacks: tuple[str, ...],
              corruptions: tuple[str, ...], steps: int, threshold: float,
-             acceptance: float | None, classify: str, limit: int | None, batch_size: int,
-             json_out: str | None, seed: int, device: str | None, mirror: str | None) -> None:
+             acceptance: float | None, classify: Literal["input", "iterate"],
+             limit: int | None, batch_size: int, json_out: str | None, seed: int,
+             device: str | None, mirror: str | None) -> None:
     """Evaluate a trained run clean, under attack and under corruption (ID and OOD)."""
     from basin.report.tables import format_records
     from basin.robustness.evaluation import (

@@ -113,7 +113,7 @@ class MahalanobisDetector(Detector):
 
     def save(self, path: str | Path) -> None:
         """Write means, precision and class labels as one safetensors file."""
-        if self.means is None or self.precision is None:
+        if self.means is None or self.precision is None or self.classes is None:
             raise DetectorError("mahalanobis: nothing to save; fit first")
         save_tensors(path, {"means": self.means, "precision": self.precision,
                             "classes": self.classes},

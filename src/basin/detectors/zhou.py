@@ -191,7 +191,7 @@ class ZhouDetector(Detector):
         if y_train.min() < 0 or y_train.max() >= n_classes or n_classes < 2:
             raise DetectorError(f"y_train: labels must lie in [0, {n_classes}), n_classes >= 2")
         self.n_classes = n_classes
-        history = self._train(f_train.detach(), y_train)
+        history = self._train(f_train.detach(), y_train, n_classes)
         with torch.no_grad():
             parts = self.components(f_val.detach())
         self.normals = {k: fit_normal(parts[k]) for k in PARTS}
@@ -204,10 +204,10 @@ class ZhouDetector(Detector):
             "loss_history": history}
         return self
 
-    def _train(self, f: Tensor, y: Tensor) -> list[float]:
+    def _train(self, f: Tensor, y: Tensor, n_classes: int) -> list[float]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            heads = ZhouHeads(f.shape[1], self.n_classes, self.d1_hidden, self.d2_hidden)
+            heads = ZhouHeads(f.shape[1], n_classes, self.d1_hidden, self.d2_hidden)
             for layer in heads.modules():
                 if isinstance(layer, nn.Linear):
                     nn.init.xavier_uniform_(layer.weight)
@@ -273,7 +273,8 @@ class ZhouDetector(Detector):
             t = (parts[k].double() - mu) / (self.sigma_scales[i] * sigma)
             # msp is high for ID (lower tail is OOD); errors are low for ID (upper tail is OOD)
             out[f"log_phi_{k}"] = torch.special.log_ndtr(t if k == "msp" else -t).to(v.dtype)
-        out["log_p"] = sum(out[f"log_phi_{k}"] for k in PARTS)
+        # the first term as sum's start (not 0), so the result is typed (and is) a Tensor
+        out["log_p"] = sum((out[f"log_phi_{k}"] for k in PARTS[1:]), out[f"log_phi_{PARTS[0]}"])
         return out
 
     def score_features(self, v: Tensor) -> Tensor:
@@ -303,7 +304,7 @@ class ZhouDetector(Detector):
 
     def save(self, folder: str | Path) -> None:
         """Write ``heads.safetensors`` and ``zhou.json`` (config, normals, fit record)."""
-        if not self.is_fitted:
+        if self.heads is None or self.normals is None:  # not is_fitted, spelled out to narrow
             raise DetectorError("zhou: nothing to save; fit first")
         folder = Path(folder)
         save_tensors(folder / "heads.safetensors", self.heads.state_dict())
@@ -318,6 +319,8 @@ class ZhouDetector(Detector):
         meta = read_json(folder / "zhou.json")
         try:
             det = cls(model, **meta["config"])
+            if det.n_classes is None:
+                raise ValueError("config.n_classes: missing (a fitted detector records it)")
             heads = ZhouHeads(int(meta["feature_dim"]), det.n_classes, det.d1_hidden,
                               det.d2_hidden)
             normals = {k: (float(meta["normals"][k][0]), float(meta["normals"][k][1]))

@@ -96,7 +96,8 @@ class AirbenchNet(LinearHeadMixin, nn.Module):
         self.logit_scale, self.bn_momentum = float(logit_scale), float(bn_momentum)
         self.normalize = CifarNormalize()
         self.whiten = nn.Conv2d(3, WHITEN_WIDTH, kernel_size=WHITEN_KERNEL, padding=0, bias=True)
-        nn.init.zeros_(self.whiten.bias)
+        if self.whiten.bias is not None:  # always (bias=True); narrows Tensor | None
+            nn.init.zeros_(self.whiten.bias)
         self.whiten.weight.requires_grad_(False)
         self.act = nn.GELU()
         channels = (WHITEN_WIDTH, *widths)

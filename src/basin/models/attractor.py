@@ -15,7 +15,7 @@ Jacobian relies on that) and lets an iterate never leave the non-negative orthan
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -124,7 +124,9 @@ class AttractorNet(nn.Module):
         """(encoder layer, mirrored decoder layer) of pretraining stage ``k`` (0 = outermost)."""
         if not 0 <= k < self.n_stages:
             raise ValueError(f"stage must be in [0, {self.n_stages}), got {k}")
-        return self.encoder[k], self.decoder[len(self.decoder) - 1 - k]
+        # ModuleList indexing is typed as Module; __init__ fills both lists with nn.Linear only
+        return (cast(nn.Linear, self.encoder[k]),
+                cast(nn.Linear, self.decoder[len(self.decoder) - 1 - k]))
 
     def stage_output_activation(self, k: int) -> str:
         """Stage 0 reconstructs images (the network's output activation); inner stages

@@ -20,6 +20,10 @@ CIFAR_SHAPE = (3, 32, 32)
 class CifarNormalize(nn.Module):
     """``(x - mean) / std`` per channel, after checking ``x`` is a batch of CIFAR images."""
 
+    # declared so type checkers see the registered buffers as tensors, not Tensor | Module
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: tuple[float, ...] = CIFAR_MEAN,
                  std: tuple[float, ...] = CIFAR_STD) -> None:
         super().__init__()

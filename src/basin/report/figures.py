@@ -119,7 +119,7 @@ def format_epsilon(eps: float) -> str:
     return f"{eps:g}"
 
 
-def reconstruction_grid(inputs: Any, reconstructions: Any, predicted: Sequence[Any],
+def reconstruction_grid(inputs: Any, reconstructions: Any, predicted: Any,
                         scores: Any, *, title: str, threshold: float | None = None,
                         max_items: int = 10) -> Figure:
     """Figs. 7/10: inputs (top row) above their reconstructions, one column per item.
@@ -190,7 +190,7 @@ def score_histograms(scores: Mapping[str, Any], threshold: float | None = None, 
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.subplots()
     for name, values in arrays.items():
-        ax.hist(values, bins=edges, density=True, alpha=0.45, histtype="stepfilled",
+        ax.hist(values, bins=list(edges), density=True, alpha=0.45, histtype="stepfilled",
                 label=f"{name} (n={len(values)})")
     if threshold is not None:
         ax.axvline(threshold, color="black", linewidth=1.5, label=f"threshold {threshold:.3g}")
@@ -244,7 +244,8 @@ def perturbation_panel(rows: Mapping[str, Mapping[str, Any]], epsilons: Sequence
         predicted = list(as_array(data["predicted"], f"rows[{network!r}]['predicted']")
                          .reshape(-1))
         s = _scores(data["scores"], f"rows[{network!r}]['scores']")
-        for key, values in zip(_PANEL_KEYS, (x, r, predicted, s), strict=True):
+        panels: tuple[Sequence[Any] | NDArray[Any], ...] = (x, r, predicted, s)
+        for key, values in zip(_PANEL_KEYS, panels, strict=True):
             _same_length(len(eps), "epsilons", values, f"rows[{network!r}][{key!r}]")
         for j, e in enumerate(eps):
             top, bottom = axes[2 * g, j], axes[2 * g + 1, j]

@@ -208,7 +208,8 @@ def _setup(model: nn.Module, train: ImageDataset, config: BackboneConfig,
     precision = resolve_precision(config.precision, device)
     model.to(device)
     if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+        # torch's stubs omit Module.to(memory_format=...), which it accepts at run time
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     images, labels = train.images.to(device), train.labels.to(device)
     setup = epoch_generator(config.seed, -1)
     whiten = getattr(model, "init_whitening", None)
@@ -339,7 +340,7 @@ def _finish(loop: _Loop, whiten_bias: torch.Tensor | None, finished: bool) -> No
         whiten_bias.requires_grad_(True)
     # the default layout from here on: a channels-last model computes slightly different
     # floats, and the model must give exactly what load_backbone's copy gives
-    loop.model.to(memory_format=torch.contiguous_format)
+    loop.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     loop.model.eval()
 
 

@@ -20,6 +20,7 @@ from basin.reproductions.feature_recon.tables import (
     metric_records,
     pooled,
     summary_lines,
+    threshold_of,
 )
 from basin.utils.io import atomic_write_json
 
@@ -45,19 +46,20 @@ def add_figures(report: Report, runs: dict[str, BackboneRun]) -> None:
                 if p is not None:
                     sets[kind] = p
             lo, hi = np.quantile(np.concatenate(list(sets.values())), [0.01, 0.99])
-            lo, hi = min(lo, float(d.threshold)), max(hi, float(d.threshold))
+            lo, hi = min(lo, threshold_of(d)), max(hi, threshold_of(d))
             report.figure(figures.score_histograms(
-                {k: _clip(v, lo, hi) for k, v in sets.items()}, float(d.threshold),
+                {k: _clip(v, lo, hi) for k, v in sets.items()}, threshold_of(d),
                 title=f"{det} on the {run.key} backbone"), f"hist-{run.key}-{det}",
                 f"{det} scores ({run.key} backbone), clipped to the pooled 1st-99th "
                 "percentile range; black line: the 95%-validation threshold")
     for run in (r10, r6):
-        det = run.detectors["combined"]
+        combined = run.detectors["combined"]
+        threshold = threshold_of(combined)
         images, labels = [], []
         for name, x in run.examples.items():
-            s = det.score_batches(x[:3].to(next(run.model.parameters()).device)).cpu()
+            s = combined.score_batches(x[:3].to(next(run.model.parameters()).device)).cpu()
             images.append(x[:3])
-            labels += [f"{name[:20]}\n{v:.3g} {'acc' if v >= det.threshold else 'rej'}"
+            labels += [f"{name[:20]}\n{v:.3g} {'acc' if v >= threshold else 'rej'}"
                        for v in s.tolist()]
         report.figure(figures.image_grid(torch.cat(images), labels, ncols=6, max_items=99,
                                          title=f"Examples ({run.key} backbone): combined "

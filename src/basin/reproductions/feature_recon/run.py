@@ -33,7 +33,7 @@ import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -189,12 +189,23 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+@runtime_checkable
+class FeatureScorer(Protocol):
+    """A detector that scores precomputed backbone features (Mahalanobis, Zhou, combined,
+    the logit scores): the run extracts features once per set and scores all of them."""
+
+    def score_features(self, f: Tensor) -> Tensor: ...
+
+
 def score_set(run: BackboneRun, x: Tensor, f: Tensor) -> dict[str, np.ndarray]:
     """Every detector's scores; feature-based ones from the cached features ``f``."""
     out = {}
     for name, det in run.detectors.items():
         if name in ("odin", "pixel_autoencoder"):
             s = det.score_batches(x.to(f.device), BATCH)
+        elif not isinstance(det, FeatureScorer):
+            raise TypeError(f"detector {name!r}: scored from cached features, but it has no "
+                            "score_features()")
         else:
             with torch.no_grad():
                 s = torch.cat([det.score_features(f[i:i + BATCH]) for i in range(0, len(f),

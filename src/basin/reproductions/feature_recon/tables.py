@@ -16,6 +16,7 @@ from basin.corruptions import CORRUPTIONS
 from basin.data import split_indices
 from basin.data.cifar_sets import ANIMALS, VEHICLES
 from basin.data.registry import CIFAR10_CLASSES
+from basin.detectors import Detector, DetectorError
 from basin.metrics import ood_metrics
 from basin.report.figures import format_epsilon
 from basin.reproductions.feature_recon.protocol import (
@@ -43,18 +44,27 @@ def pooled(run: BackboneRun, kind: str, det: str) -> np.ndarray | None:
     return np.concatenate(parts) if parts else None
 
 
+def threshold_of(det: Detector) -> float:
+    """``det``'s calibrated threshold; the run calibrates every detector before any table or
+    figure is built, so a missing one is a bug worth a clear error rather than a TypeError."""
+    if det.threshold is None:
+        raise DetectorError(f"{det.name}: no threshold; calibrate before building tables")
+    return float(det.threshold)
+
+
 def metric_records(runs: dict[str, BackboneRun]) -> list[dict[str, Any]]:
     """One record per (backbone, detector, set), pooled sets included."""
     records = []
     for run in runs.values():
-        sets = [(n, k, None) for n, (k, _) in run.scores.items() if k not in ("id", "id-val")]
+        sets: list[tuple[str, str, str | None]] = [
+            (n, k, None) for n, (k, _) in run.scores.items() if k not in ("id", "id-val")]
         sets += [(f"{k} (all)", k, k) for k in ("far-ood", "anomaly")
                  if any(kind == k for kind, _ in run.scores.values())]
         for det, d in run.detectors.items():
             id_scores = run.scores[run.key][1][det]
             for name, kind, pool in sets:
                 ood = pooled(run, pool, det) if pool else run.scores[name][1][det]
-                m = ood_metrics(id_scores, ood, float(d.threshold))
+                m = ood_metrics(id_scores, ood, threshold_of(d))
                 records.append({"backbone": run.key, "detector": det, "set": name,
                                 "kind": kind, "pooled": pool is not None, **m})
     return records
