@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from basin.losses import LossWeights, jacobian_frobenius_sq
+
 LossFn = Callable[[Tensor, Tensor | None], Tensor]
 EvaluateFn = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor]]
 
@@ -264,11 +266,6 @@ def build_paper(model: Any, *, weights: Any = None, jacobian: str = "exact-fast"
     """
     for attr in ("reconstruct", "autoencoder_stack"):
         _require(model, attr, "paper")
-    try:
-        from basin.losses import LossWeights, jacobian_frobenius_sq
-    except ImportError as exc:
-        raise ValueError("objective 'paper' needs basin.losses (LossWeights, "
-                         f"jacobian_frobenius_sq), which could not be imported ({exc})") from exc
     if weights is None:
         a1, a2, a3 = PAPER_WEIGHTS
         weights = LossWeights(reconstruction=a1, eigen=a2, classification=a3)
