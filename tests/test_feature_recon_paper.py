@@ -1,14 +1,16 @@
 """``basin reproduce feature-recon-paper``: helpers on synthetic data, then one tiny run.
 
-The integration part builds the whole pipeline once with the ``tiny`` plan (256 training
-images, one epoch, 64 test and 32 OOD images per set, 3 PGD steps) and checks the report,
-results.json, the robustness table's direction and that Zhou's normal fits used validation
-images only.
+The integration part runs the whole pipeline once with the ``tiny`` plan (256 training
+images, one epoch, 64 test and 32 OOD images per set, 3 PGD steps), on a mirror that also
+holds a fake Tiny-ImageNet and with a given 10-class backbone (trained beforehand by the
+pipeline's own backbone step), then once more in the same folder to check that a rerun
+reuses everything. Every test shares those two runs, as each costs about a minute.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,15 @@ from torch import nn
 
 from basin.cli import main
 from basin.data import ImageDataset, load_dataset, split_indices
-from basin.data.cifar_sets import ANIMALS, FAR_OOD, class_subset, to_cifar_shape
+from basin.data.cifar_sets import (
+    ANIMALS,
+    FAR_OOD,
+    class_subset,
+    far_ood_names,
+    far_ood_set,
+    load_splits,
+    to_cifar_shape,
+)
 from basin.detectors import MSPDetector
 from basin.detectors.zhou import fingerprint
 from basin.models.cifar import load_backbone
@@ -31,7 +41,8 @@ from basin.reproductions.feature_recon import (
     Plan,
     reproduce_feature_recon_paper,
 )
-from basin.reproductions.feature_recon.protocol import TABLE_IDS
+from basin.reproductions.feature_recon.protocol import BATCH, TABLE_IDS, TINY
+from basin.reproductions.feature_recon.run import backbone, file_sha256
 from basin.reproductions.feature_recon.tables import pct, zhou_checks
 from basin.robustness.detector_level import attack_detector
 from basin.robustness.records import Record, value_of
@@ -115,22 +126,54 @@ def test_cli_lists_the_command_and_rejects_a_missing_backbone(tmp_path: Path) ->
 
 # ---- one tiny run, end to end -------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_run(mirror_dir: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[Path, dict[str, Any]]:
+def tiny_mirror(mirror_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every real mirror file plus a fake tiny-imagenet-200.zip of 6 images, accepted as the
+    official archive for the whole module (both runs read it)."""
+    mirror = tmp_path_factory.mktemp("mirror")
+    for entry in mirror_dir.iterdir():
+        (mirror / entry.name).symlink_to(entry)
+    archive = tiny_zip()
+    (mirror / TINY_ZIP).write_bytes(archive)
+    with pytest.MonkeyPatch.context() as patch:
+        register(patch, "tiny-imagenet", TINY_ZIP, archive, len(TINY_LABELS))
+        yield mirror
+
+
+@pytest.fixture(scope="module")
+def given_backbone(tiny_mirror: Path, tmp_path_factory: pytest.TempPathFactory
+                   ) -> tuple[Path, dict[str, Any]]:
+    """The tiny plan's 10-class backbone, trained by the pipeline's own backbone step into a
+    folder laid out as a run's ``out/backbone``: (folder, the step's info)."""
+    plan = Plan.make("tiny")
+    data = load_splits("cifar10", tiny_mirror, seed=plan.seed, train_limit=plan.train_limit,
+                       val_limit=plan.val_limit, test_limit=plan.test_limit)
+    folder = tmp_path_factory.mktemp("trained") / "backbone"
+    _, info = one_thread(backbone, "cifar10", plan, folder, data, device=torch.device("cpu"),
+                         progress=False, given=False)
+    return folder, info
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_mirror: Path, given_backbone: tuple[Path, dict[str, Any]],
+             tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("feature_recon")
-    return out, run_tiny(out, mirror_dir)
+    return out, run_tiny(out, tiny_mirror, backbone_dir=given_backbone[0])
 
 
-def run_tiny(out: Path, mirror: Path, **kwargs: Any) -> dict[str, Any]:
+def one_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
     threads = torch.get_num_threads()
     # one thread: the tiny run is thousands of small ops, which lose more to thread
     # synchronisation than they gain from a second core (badly so on a shared machine)
     torch.set_num_threads(1)
     try:
-        return reproduce_feature_recon_paper(out, plan="tiny", seed=0, mirror=mirror,
-                                             progress=False, **kwargs)
+        return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(threads)
+
+
+def run_tiny(out: Path, mirror: Path, **kwargs: Any) -> dict[str, Any]:
+    return one_thread(reproduce_feature_recon_paper, out, plan="tiny", seed=0, mirror=mirror,
+                      progress=False, **kwargs)
 
 
 def _markdown_row(cells: list[Any]) -> str:
@@ -170,7 +213,7 @@ def test_every_detector_is_measured_on_every_set(tiny_run: tuple[Path, dict[str,
                                                  ) -> None:
     _, results = tiny_run
     seen = {(r["backbone"], r["detector"], r["set"]) for r in results["metrics"]}
-    sets10 = {*FAR_OOD, "fgsm:8/255", "far-ood (all)", "anomaly (all)",
+    sets10 = {*FAR_OOD, TINY, "fgsm:8/255", "far-ood (all)", "anomaly (all)",
               *(f"{c}:3" for c in ("gaussian-noise", "salt-and-pepper", "brightness",
                                    "contrast", "pixel-dropout"))}
     assert seen == ({("cifar10", d, s) for d in DETECTORS for s in sets10}
@@ -180,9 +223,14 @@ def test_every_detector_is_measured_on_every_set(tiny_run: tuple[Path, dict[str,
     paper = {row[0]: row[1:3] for row in table1}
     assert paper["Combined Method (combined)"] == [99.90, 95.94]
     assert paper["Simple Autoencoder (pixel_autoencoder)"] == [15.89, 70.84]
+    # 32 images per set (6 in the fake Tiny-ImageNet); pooled: the 6 far-OOD sets plus
+    # Tiny-ImageNet, or the 6 anomaly sets
+    n_ood = {TINY: len(TINY_LABELS), "far-ood (all)": 32 * 6 + len(TINY_LABELS),
+             "anomaly (all)": 32 * 6}
     for r in results["metrics"]:
         assert 0 <= r["auroc"] <= 1 and 0 <= r["tnr"] <= 1
-        assert r["n_ood"] == (32 * 6 if r["pooled"] else 32)
+        assert r["n_ood"] == n_ood.get(r["set"], 32), r["set"]
+        assert r["pooled"] == r["set"].endswith("(all)")
 
 
 def _number(records: list[Record], **where: Any) -> float:
@@ -198,7 +246,7 @@ def test_attacks_only_ever_hurt_the_detectors(tiny_run: tuple[Path, dict[str, An
     assert set(rob) == {"cifar10", "cifar6"}
     assert all(set(per) == set(DETECTORS) for per in rob.values())
     strong_drops = 0
-    for backbone, per in rob.items():
+    for backbone_key, per in rob.items():
         for det, res in per.items():
             recs = [Record.from_dict(r) for r in res["records"]]
             assert {round(r.epsilon * 255) for r in recs if r.attack == "pgd"} == {1, 8}
@@ -208,7 +256,7 @@ def test_attacks_only_ever_hurt_the_detectors(tiny_run: tuple[Path, dict[str, An
             for eps in (1 / 255, 8 / 255):
                 # ID scores can only fall and OOD scores only rise, so AUROC cannot improve
                 both = v(attack="pgd", epsilon=eps, side="both", metric="auroc")
-                assert both <= clean + 1e-12, (backbone, det)
+                assert both <= clean + 1e-12, (backbone_key, det)
                 assert v(attack="pgd", epsilon=eps, side="ood", metric="auroc") <= clean + 1e-12
                 assert v(attack="pgd", epsilon=eps, side="ood", metric="ood_acceptance_rate") \
                     >= v(condition="clean", metric="ood_acceptance_rate")
@@ -219,14 +267,15 @@ def test_attacks_only_ever_hurt_the_detectors(tiny_run: tuple[Path, dict[str, An
 
 
 @pytest.mark.slow
-def test_zhou_normal_fits_use_validation_images_only(tiny_run: tuple[Path, dict[str, Any]],
-                                                     mirror_dir: Path) -> None:
+def test_zhou_normal_fits_use_validation_images_only(
+        tiny_run: tuple[Path, dict[str, Any]], given_backbone: tuple[Path, dict[str, Any]],
+        mirror_dir: Path) -> None:
     out, results = tiny_run
     val_split = split_indices("cifar10", "val")
     train_split = set(split_indices("cifar10", "train").tolist())
     val = load_dataset("cifar10", "val", mirror=mirror_dir)
     position = {int(i): p for p, i in enumerate(val.indices.tolist())}
-    for key, folder in (("cifar10", "backbone"), ("cifar6", "backbone6")):
+    for key, folder in (("cifar10", given_backbone[0]), ("cifar6", out / "backbone6")):
         fit = results["zhou_fit"][key]
         saved = json.loads((out / "detectors" / key / "zhou" / "zhou.json").read_text())
         assert saved["fit_record"]["val_indices"] == fit["val_indices"]
@@ -234,7 +283,7 @@ def test_zhou_normal_fits_use_validation_images_only(tiny_run: tuple[Path, dict[
         assert len(idx) == fit["n_val"] == 64 and len(set(idx)) == 64
         assert set(idx) <= set(val_split.tolist()) and not set(idx) & train_split
         # the fingerprint proves which images the features came from
-        model = load_backbone(out / folder)
+        model = load_backbone(folder)
         images = val.images[[position[i] for i in idx]]
         assert fingerprint(extract_features(model, images)) == fit["val_sha256"]
         if key == "cifar6":
@@ -244,55 +293,40 @@ def test_zhou_normal_fits_use_validation_images_only(tiny_run: tuple[Path, dict[
 
 
 @pytest.mark.slow
-def test_a_folder_of_another_plan_is_refused(tiny_run: tuple[Path, dict[str, Any]],
+def test_a_folder_of_another_plan_is_refused(given_backbone: tuple[Path, dict[str, Any]],
                                              mirror_dir: Path) -> None:
-    out, _ = tiny_run
+    # the given backbone's parent is laid out as a tiny run's --out (backbone/ inside)
     with pytest.raises(ValueError, match="use another --out"):
-        reproduce_feature_recon_paper(out, plan="quick", mirror=mirror_dir, progress=False)
-
-
-@pytest.mark.slow
-def test_a_rerun_reuses_everything_and_gives_the_same_tables(
-        tiny_run: tuple[Path, dict[str, Any]], mirror_dir: Path) -> None:
-    out, first = tiny_run
-    again = run_tiny(out, mirror_dir)
-    assert all(again["backbones"][k]["reused"] for k in ("cifar10", "cifar6"))
-    assert all(again["zhou_fit"][k]["cached"] for k in ("cifar10", "cifar6"))
-    assert not any(first["zhou_fit"][k]["cached"] for k in ("cifar10", "cifar6"))
-    for table in ("table1", "metrics", "robustness", "odin", "zhou-fit", "sets"):
-        assert again["tables"][table] == first["tables"][table], table
+        reproduce_feature_recon_paper(given_backbone[0].parent, plan="quick",
+                                      mirror=mirror_dir, progress=False)
 
 
 @pytest.mark.slow
 def test_a_given_backbone_is_used_as_is(tiny_run: tuple[Path, dict[str, Any]],
-                                        mirror_dir: Path, tmp_path: Path) -> None:
-    out, first = tiny_run
-    results = run_tiny(tmp_path / "other", mirror_dir, backbone_dir=out / "backbone")
+                                        given_backbone: tuple[Path, dict[str, Any]],
+                                        tiny_mirror: Path) -> None:
+    out, results = tiny_run
+    folder, trained = given_backbone
     info = results["backbones"]["cifar10"]
-    assert info["given"] and info["sha256"] == first["backbones"]["cifar10"]["sha256"]
-    assert not (tmp_path / "other" / "backbone").exists()
-    # same backbone, same seed: the detectors fitted afresh score exactly as before
-    ours = [r for r in results["metrics"] if r["backbone"] == "cifar10"]
-    theirs = [r for r in first["metrics"] if r["backbone"] == "cifar10"]
-    assert [(r["set"], r["auroc"], r["tnr"]) for r in ours] == [
-        (r["set"], r["auroc"], r["tnr"]) for r in theirs]
+    assert info["given"] and not trained["given"] and not trained["reused"]
+    assert info["sha256"] == trained["sha256"] == file_sha256(folder / "model.safetensors")
+    assert info["folder"] == str(folder)
+    assert not (out / "backbone").exists()
+    # used as is: the run's test accuracy is the given weights' own, on the same 64 images
+    plan = Plan.make("tiny")
+    test = load_splits("cifar10", tiny_mirror, seed=plan.seed, test_limit=plan.test_limit)["test"]
+    model = load_backbone(folder)
+    with torch.no_grad():
+        logits = model.logits_from_features(extract_features(model, test.images, BATCH))
+    accuracy = float((logits.argmax(1) == test.labels).double().mean())
+    assert len(test) == 64 and info["test_accuracy"] == accuracy
 
 
 @pytest.mark.slow
 def test_tiny_imagenet_joins_when_present(tiny_run: tuple[Path, dict[str, Any]],
-                                          mirror_dir: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    # a mirror with every real file plus a fake tiny-imagenet-200.zip of 6 images
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    for entry in mirror_dir.iterdir():
-        (mirror / entry.name).symlink_to(entry)
-    archive = tiny_zip()
-    (mirror / TINY_ZIP).write_bytes(archive)
-    register(monkeypatch, "tiny-imagenet", TINY_ZIP, archive, len(TINY_LABELS))
-    out, first = tiny_run
-    results = run_tiny(tmp_path / "with-tiny", mirror, backbone_dir=out / "backbone")
-    tiny = [r for r in results["metrics"] if r["set"] == "tiny-imagenet"]
+                                          tiny_mirror: Path, mirror_dir: Path) -> None:
+    out, results = tiny_run
+    tiny = [r for r in results["metrics"] if r["set"] == TINY]
     assert {r["detector"] for r in tiny} == set(DETECTORS)
     assert all(r["backbone"] == "cifar10" and r["n_ood"] == len(TINY_LABELS) for r in tiny)
     header = results["tables"]["table1"]["header"]
@@ -302,10 +336,29 @@ def test_tiny_imagenet_joins_when_present(tiny_run: tuple[Path, dict[str, Any]],
     for det, row in zip(DETECTORS, results["tables"]["table1"]["rows"], strict=True):
         assert row[col] == pct(by_det[det]["auroc"])
     assert any(k.startswith(TINY_ZIP) for k in results["run"]["data_checksums"])
-    markdown = (tmp_path / "with-tiny" / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
     assert "is not in the data mirror" not in markdown
-    # the other sets are scored exactly as in the run without it
-    pairs = {(r["detector"], r["set"]): r["auroc"] for r in first["metrics"]
-             if r["backbone"] == "cifar10" and not r["pooled"]}
-    assert all(r["auroc"] == pairs[(r["detector"], r["set"])] for r in results["metrics"]
-               if r["backbone"] == "cifar10" and not r["pooled"] and r["set"] != "tiny-imagenet")
+    # the other sets are the very images a run without it scores (so, as the detectors are
+    # fitted and calibrated on CIFAR-10 alone, they are scored exactly as without it)
+    assert far_ood_names(tiny_mirror) == (*FAR_OOD, TINY) and far_ood_names(mirror_dir) == FAR_OOD
+    for name in FAR_OOD:
+        assert torch.equal(far_ood_set(name, tiny_mirror, seed=0, n=32),
+                           far_ood_set(name, mirror_dir, seed=0, n=32)), name
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_everything_and_gives_the_same_tables(
+        tiny_run: tuple[Path, dict[str, Any]], given_backbone: tuple[Path, dict[str, Any]],
+        tiny_mirror: Path) -> None:
+    # last: it rewrites the report files that the tests above read
+    out, first = tiny_run
+    again = run_tiny(out, tiny_mirror, backbone_dir=given_backbone[0])
+    assert all(again["backbones"][k]["reused"] for k in ("cifar10", "cifar6"))
+    assert all(again["zhou_fit"][k]["cached"] for k in ("cifar10", "cifar6"))
+    assert not any(first["zhou_fit"][k]["cached"] for k in ("cifar10", "cifar6"))
+    for table in ("table1", "metrics", "robustness", "odin", "zhou-fit", "sets"):
+        assert again["tables"][table] == first["tables"][table], table
+    # the detectors loaded from the cache score exactly as the freshly fitted ones
+    assert [(r["backbone"], r["detector"], r["set"], r["auroc"], r["tnr"])
+            for r in again["metrics"]] == [
+        (r["backbone"], r["detector"], r["set"], r["auroc"], r["tnr"]) for r in first["metrics"]]
