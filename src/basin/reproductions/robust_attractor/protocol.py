@@ -31,9 +31,9 @@ class RobustPlan:
     quick: bool = False
     seed: int = 0
     epsilons: tuple[float, ...] = (0.1, 0.2, 0.3)
-    certify_epsilons: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)
-    n_id: int = 500
-    n_ood: int = 200
+    certify_epsilons: tuple[float, ...] = (0.0003, 0.001, 0.01, 0.1, 0.3)
+    n_id: int = 1000
+    n_ood: int = 300
     n_square: int = 100           # first inputs per set that the Square attack also gets
     pgd_steps: int = 40
     pgd_restarts: int = 1

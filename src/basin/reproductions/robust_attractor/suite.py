@@ -124,6 +124,11 @@ def _gradient_attacks(system: System, eps: float, plan: object, seed: int,
             out[f"pgd-e2e-{pen:g}"] = _pgd(end_to_end_objective(system, pen), eps, steps,
                                            restarts, seed)
         top = max(plan.penalties)
+        # small steps from the clean (accepted) input: large steps at large epsilon overshoot
+        # into rejection, where the penalty cannot bring them back (measured on the baseline)
+        out[f"pgd-e2e-fine-{top:g}"] = PGD(end_to_end_objective(system, top), eps,
+                                           steps=2 * steps, step_size=eps / steps,
+                                           random_start=False, seed=seed)
         out[f"pgd-e2e-bpda-{top:g}"] = _pgd(end_to_end_objective(system, top, bpda=True),
                                             eps, steps, restarts, seed)
         if APGD is not None:
