@@ -78,7 +78,8 @@ def build_report(results: dict[str, Any], plan: RobustPlan) -> Report:
         f"n = {results['sets']['n_id']} MNIST test inputs, "
         f"{results['sets']['n_ood']} per OOD set; threshold for 95% of MNIST validation "
         "accepted; per input the worst case over every attack run (the clean input "
-        "included) at that epsilon and at every smaller one (the balls nest). Classification by F(x); acceptance by r(x, G^n(x)) with n = "
+        "included) at that epsilon and at every smaller one (the balls nest). "
+        "Classification by F(x); acceptance by r(x, G^n(x)) with n = "
         f"{plan.score_steps}.")
     report.heading("Headline")
     report.table(*tables.headline(records, plan.epsilons), id="headline")
