@@ -74,9 +74,10 @@ def build_report(results: dict[str, Any], plan: RobustPlan) -> Report:
     report = Report("Robust attractor system on MNIST (issue 13)",
                     "Quick plan (small networks, few steps)" if plan.quick else
                     "Full plan")
+    sizes = ", ".join(f"{v} {k}" for k, v in results["sets"]["n_ood"].items())
     report.paragraph(
-        f"n = {results['sets']['n_id']} MNIST test inputs, "
-        f"{results['sets']['n_ood']} per OOD set; threshold for 95% of MNIST validation "
+        f"n = {results['sets']['n_id']} MNIST test inputs, {sizes}; threshold for 95% of "
+        "MNIST validation "
         "accepted; per input the worst case over every attack run (the clean input "
         "included) at that epsilon and at every smaller one (the balls nest). "
         "Classification by F(x); acceptance by r(x, G^n(x)) with n = "
