@@ -41,7 +41,7 @@ class RobustPlan:
     square_queries: int = 300
     penalties: tuple[float, ...] = (1.0, 10.0)  # weights of the acceptance term (end-to-end)
     score_steps: int = 1          # n of G^n(x) in the acceptance score
-    robust_preset: str = "attractor-robust"
+    robust_preset: str = "attractor-robust-pgd7"  # the stronger of the two measured recipes
     robust_changes: dict[str, Any] = field(default_factory=dict)
     paper_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
