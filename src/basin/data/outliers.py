@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from basin.data.datasets import load_dataset
+
 SYNTHETIC_SOURCES = ("uniform", "gaussian", "permuted", "patches", "lowpass", "mixture")
 OMNIGLOT_BACKGROUND = "omniglot-background"
 SOURCES = (*SYNTHETIC_SOURCES, OMNIGLOT_BACKGROUND)
@@ -44,8 +46,6 @@ def omniglot_parts(mirror: str | os.PathLike[str] | None = None) -> tuple[Tensor
     (the zip each drawing came from). Background drawings may train; the evaluation
     drawings (the one-shot runs) are a test OOD set.
     """
-    from basin.data.datasets import load_dataset
-
     ds = load_dataset("omniglot", "test", mirror=mirror)
     keys = [ds.classes[int(i)] for i in ds.labels]
     background = torch.tensor([k.startswith(_BACKGROUND_STEMS) for k in keys])
