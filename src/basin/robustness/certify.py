@@ -45,6 +45,13 @@ def input_box(x: Tensor, epsilon: float) -> Box:
     return (flat - epsilon).clamp(0.0, 1.0), (flat + epsilon).clamp(0.0, 1.0)
 
 
+def _as_linear(layer: torch.nn.Module) -> torch.nn.Linear:
+    """The encoder and decoder ModuleLists are typed as Module; IBP here handles Linear only."""
+    if not isinstance(layer, torch.nn.Linear):
+        raise TypeError(f"layer: IBP supports torch.nn.Linear layers, got {type(layer).__name__}")
+    return layer
+
+
 def linear_box(layer: torch.nn.Linear, box: Box) -> Box:
     """IBP through ``layer``: centre and radius form."""
     lo, hi = box
@@ -63,7 +70,7 @@ def activation_box(name: str, box: Box) -> Box:
 
 def encoder_box(net: AttractorNet, box: Box) -> Box:
     for layer in net.encoder:
-        box = activation_box("relu", linear_box(layer, box))
+        box = activation_box("relu", linear_box(_as_linear(layer), box))
     return box
 
 
@@ -71,7 +78,7 @@ def decoder_box(net: AttractorNet, box: Box) -> Box:
     last = len(net.decoder) - 1
     for i, layer in enumerate(net.decoder):
         box = activation_box(net.output_activation if i == last else "relu",
-                             linear_box(layer, box))
+                             linear_box(_as_linear(layer), box))
     return box
 
 

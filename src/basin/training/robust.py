@@ -94,6 +94,14 @@ def as_images(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], 1, 28, 28) if x.dim() == 2 else x
 
 
+def _id_loss(net: AttractorNet, y: Tensor, sim_weight: float) -> LossFn:
+    """The ID attack loss with this batch's labels bound (a closure per batch, so the
+    attack never sees a later batch's ``y``)."""
+    def loss(t: Tensor) -> Tensor:
+        return id_attack_loss(net, t, y, sim_weight=sim_weight)
+    return loss
+
+
 def train_epoch(net: AttractorNet, optimizer: torch.optim.Optimizer, config: RobustConfig,
                 x_all: Tensor, y_all: Tensor, pool: OutlierPool | None, epoch: int
                 ) -> dict[str, float]:
@@ -109,11 +117,10 @@ def train_epoch(net: AttractorNet, optimizer: torch.optim.Optimizer, config: Rob
         x, y = x_all[idx], y_all[idx]
         eps = epsilon_at(config, epoch, step, steps)
         size = config.step_factor * eps / max(1, config.id_steps)
-        x_adv = pgd_linf(
-            lambda t, y=y: id_attack_loss(net, t, y, sim_weight=config.attack_sim_weight),
-            x, eps, config.id_steps, size, gen)
+        x_adv = pgd_linf(_id_loss(net, y, config.attack_sim_weight),
+                         x, eps, config.id_steps, size, gen)
         o_adv = None
-        if n_out:
+        if n_out and pool is not None:   # n_out is 0 without a pool
             o, _ = pool.sample(max(1, round(n_out * len(idx) / config.batch_size)), gen)
             o_size = config.step_factor * eps / max(1, config.outlier_steps)
             o_adv = pgd_linf(lambda t: outlier_attack_loss(
@@ -232,6 +239,8 @@ def _finish(paths: RunPaths, net: AttractorNet, config: RobustConfig, data: Trai
                             for i in range(0, len(val_x), 1000)])
         metrics["val_threshold_95"] = threshold_for_acceptance(scores, 0.95)
         if data.test_x is not None:
+            if data.test_y is None:
+                raise ValueError("data: test_x is given without test_y")
             metrics["test_accuracy"] = _accuracy(net, as_images(data.test_x), data.test_y)
             metrics["n_test"] = len(data.test_x)
     save_tensors(paths.model, net.state_dict())

@@ -74,19 +74,19 @@ def get_networks(plan: RobustPlan, out_dir: Path, *, reuse: PathArg, robust_run:
     if robust_run is not None:
         where["robust"] = str(robust_run)
     else:
-        config = ROBUST_PRESETS[plan.robust_preset].replace(
+        robust_config = ROBUST_PRESETS[plan.robust_preset].replace(
             **{"seed": plan.seed, **plan.robust_changes})
         where["robust"] = str(out_dir / "robust")
-        run_robust(config, out_dir / "robust", resume=True, mirror=mirror, quiet=False)
+        run_robust(robust_config, out_dir / "robust", resume=True, mirror=mirror, quiet=False)
     nets["robust"] = load_run(where["robust"]).net
     for name, preset_name in (("baseline", "paper-baseline"), ("attractor", "paper-attractor")):
         if reuse is not None:
             where[name] = str(Path(reuse) / name)
         else:
-            config = PRESETS[preset_name].replace(**plan.paper_changes.get(name, {}))
+            paper_config = PRESETS[preset_name].replace(**plan.paper_changes.get(name, {}))
             where[name] = str(out_dir / name)
-            train(config, load_train_data(config, mirror=mirror), where[name], device=device,
-                  resume=True)
+            train(paper_config, load_train_data(paper_config, mirror=mirror), where[name],
+                  device=device, resume=True)
         nets[name] = load_run(where[name]).net
     return nets, where
 
@@ -135,6 +135,8 @@ def _run_records(system: System, eps: float, side: str, dataset: str, runs: list
         extra = {"n": len(run.rows)}
         accepted = run.score >= system.threshold
         if side == "id" and run.name != "pgd-reject":
+            if y is None:
+                raise ValueError("y: the ID side needs labels, got None")
             wrong = run.pred != y[run.rows]
             recs.append(_rec(system.name, run.name, run.name, eps, dataset, "id", "accuracy",
                              float((~wrong).float().mean()), **extra))

@@ -3,7 +3,7 @@
 A system answers ``argmax F(x)`` when ``r(x, G^n(x)) >= T`` and abstains otherwise. Attacks:
 
 - ID side (misclassify, and for the silent-failure rate: while staying accepted):
-  APGD (when ``basin.attacks`` has it) and PGD on CE of F; end-to-end PGD
+  APGD and PGD on CE of F; end-to-end PGD
   ``CE - penalty * relu(T - r)`` at each penalty, with the true gradient through every
   application of G; the same with BPDA (each G is the identity on the backward pass) for
   when that gradient vanishes; APGD end-to-end; transfer of PGD examples crafted on another
@@ -24,15 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from basin.attacks import PGD, Objective, Square, gradient_nonzero_fraction
+from basin.attacks import APGD, PGD, Objective, Square, gradient_nonzero_fraction
 from basin.detectors.pearson import pearson_correlation
 from basin.losses.robust import similarity
 from basin.models.attractor import AttractorNet
-
-try:  # APGD arrives with the library issue (helper H2); the suite uses it when present
-    from basin.attacks import APGD
-except ImportError:  # pragma: no cover - depends on the library version
-    APGD = None
+from basin.reproductions.robust_attractor.protocol import RobustPlan
 
 
 @dataclass
@@ -67,9 +63,17 @@ class System:
         return torch.cat(preds), torch.cat(scores)
 
 
+def _labels(y: Tensor | None) -> Tensor:
+    """The labels a labelled objective needs (the attacks pass None only to label-free ones)."""
+    if y is None:
+        raise ValueError("y: this objective needs labels, got None")
+    return y
+
+
 def ce_objective(logits: Callable[[Tensor], Tensor]) -> Objective:
-    return Objective("ce", lambda x, y: F.cross_entropy(logits(x), y, reduction="none"),
-                     lambda x, y: logits(x).argmax(1) != y)
+    return Objective("ce",
+                     lambda x, y: F.cross_entropy(logits(x), _labels(y), reduction="none"),
+                     lambda x, y: logits(x).argmax(1) != _labels(y))
 
 
 def end_to_end_objective(system: System, penalty: float, *, bpda: bool = False) -> Objective:
@@ -78,7 +82,7 @@ def end_to_end_objective(system: System, penalty: float, *, bpda: bool = False) 
     score = system.score_bpda if bpda else system.score
 
     def loss(x: Tensor, y: Tensor | None) -> Tensor:
-        ce = F.cross_entropy(system.logits(x), y, reduction="none")
+        ce = F.cross_entropy(system.logits(x), _labels(y), reduction="none")
         return ce - penalty * torch.relu(system.threshold - score(x))
 
     def success(x: Tensor, y: Tensor | None) -> Tensor:
@@ -114,7 +118,7 @@ def _pgd(objective: Objective, eps: float, steps: int, restarts: int, seed: int)
     return PGD(objective, eps, steps=steps, restarts=restarts, seed=seed)
 
 
-def _gradient_attacks(system: System, eps: float, plan: object, seed: int,
+def _gradient_attacks(system: System, eps: float, plan: RobustPlan, seed: int,
                       side: str) -> dict[str, Callable[[Tensor, Tensor | None], Tensor]]:
     steps, restarts = plan.pgd_steps, plan.pgd_restarts
     out: dict[str, Callable[[Tensor, Tensor | None], Tensor]] = {}
@@ -131,18 +135,16 @@ def _gradient_attacks(system: System, eps: float, plan: object, seed: int,
                                            random_start=False, seed=seed)
         out[f"pgd-e2e-bpda-{top:g}"] = _pgd(end_to_end_objective(system, top, bpda=True),
                                             eps, steps, restarts, seed)
-        if APGD is not None:
-            out["apgd-ce"] = APGD(ce_objective(system.logits), eps, steps=plan.apgd_steps,
-                                  seed=seed)
-            out[f"apgd-e2e-{top:g}"] = APGD(end_to_end_objective(system, top), eps,
-                                            steps=plan.apgd_steps, seed=seed)
+        out["apgd-ce"] = APGD(ce_objective(system.logits), eps, steps=plan.apgd_steps,
+                              seed=seed)
+        out[f"apgd-e2e-{top:g}"] = APGD(end_to_end_objective(system, top), eps,
+                                        steps=plan.apgd_steps, seed=seed)
     else:
         out["pgd-accept"] = _pgd(score_objective(system, 1.0), eps, steps, restarts, seed)
         out["pgd-accept-bpda"] = _pgd(score_objective(system, 1.0, bpda=True), eps,
                                       max(1, steps // 2), 1, seed)
-        if APGD is not None:
-            out["apgd-accept"] = APGD(score_objective(system, 1.0), eps,
-                                      steps=plan.apgd_steps, seed=seed)
+        out["apgd-accept"] = APGD(score_objective(system, 1.0), eps,
+                                  steps=plan.apgd_steps, seed=seed)
     return out
 
 
@@ -153,7 +155,7 @@ def _run(system: System, name: str, attack: Callable, x: Tensor, y: Tensor | Non
     return RunOutcome(name, pred, score, rows, x_adv if keep_x else None)
 
 
-def attack_id(system: System, x: Tensor, y: Tensor, eps: float, plan: object, *,
+def attack_id(system: System, x: Tensor, y: Tensor, eps: float, plan: RobustPlan, *,
               transfer: Tensor | None = None, seed: int = 0) -> SideResult:
     """Every ID-side run at ``eps`` (``transfer``: adversarial inputs crafted elsewhere)."""
     result = SideResult()
@@ -174,7 +176,7 @@ def attack_id(system: System, x: Tensor, y: Tensor, eps: float, plan: object, *,
     return result
 
 
-def attack_ood(system: System, x: Tensor, eps: float, plan: object, *,
+def attack_ood(system: System, x: Tensor, eps: float, plan: RobustPlan, *,
                seed: int = 0) -> SideResult:
     """Every OOD-side run at ``eps``: each pushes the score up."""
     result = SideResult()
