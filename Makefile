@@ -37,11 +37,11 @@ endif
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
-# mypy on src/basin (config in pyproject.toml); not yet part of `make test`
+# mypy on src/basin (config in pyproject.toml); part of `make test`
 typecheck: install
 	$(BIN)/mypy
 
-test: lint
+test: lint typecheck
 	$(BIN)/python -m pytest -q --durations=20
 
 # unit tests only: no slow pipelines, no data mirror

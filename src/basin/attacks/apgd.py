@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from basin.attacks.base import BestSoFar, GradientAttack, project_linf, take_rows
+from basin.attacks.base import BestSoFar, RestartingAttack, project_linf, take_rows
 from basin.attacks.objectives import Objective
 
 
@@ -99,7 +99,7 @@ class _State:
         return _State(**taken)  # type: ignore[arg-type]
 
 
-class APGD(GradientAttack):
+class APGD(RestartingAttack):
     """L-infinity APGD (Croce & Hein 2020) with momentum, checkpoints and random restarts."""
 
     name = "apgd"
@@ -119,17 +119,6 @@ class APGD(GradientAttack):
     def _start(self, x: Tensor, generator: torch.Generator) -> Tensor:
         noise = torch.rand(x.shape, generator=generator, dtype=torch.float64) * 2 - 1
         return project_linf(x + (self.epsilon * noise).to(x), x, self.epsilon)
-
-    def _perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
-        best = BestSoFar(x, self.evaluate(x, y)[0] if self.strongest else None)
-        generator = self._generator()
-        for _ in range(self.restarts):
-            start = self._start(x, generator)  # the whole batch: same draws whoever is left
-            idx = torch.nonzero(~best.success)[:, 0]
-            if len(idx) == 0:
-                break
-            self._restart(start[idx], x[idx], take_rows(y, idx), idx, best)
-        return best.x
 
     def _restart(self, start: Tensor, x: Tensor, y: Tensor | None, idx: Tensor,
                  best: BestSoFar) -> None:

@@ -213,3 +213,37 @@ class GradientAttack(Attack):
         # step_size * sign is exact, so the fused add rounds as the plain expression does
         return project_linf(torch.add(x_adv, torch.sign(grad), alpha=step_size), x,
                             self.epsilon)
+
+
+class RestartingAttack(GradientAttack):
+    """Random restarts over the inputs still standing (PGD, APGD).
+
+    Each restart draws its start for the whole batch (so the draws do not depend on which
+    inputs are left), then runs :meth:`_restart` on the inputs not yet successful.
+    """
+
+    restarts: int
+
+    def _seed_with_clean(self) -> bool:
+        """Whether the clean input enters the best-so-far before any restart."""
+        return self.strongest
+
+    @abstractmethod
+    def _start(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The starting point of one restart, for the whole batch."""
+
+    @abstractmethod
+    def _restart(self, start: Tensor, x: Tensor, y: Tensor | None, idx: Tensor,
+                 best: BestSoFar) -> None:
+        """One restart on the rows ``idx`` of the batch, updating ``best``."""
+
+    def _perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        best = BestSoFar(x, self.evaluate(x, y)[0] if self._seed_with_clean() else None)
+        generator = self._generator()
+        for _ in range(self.restarts):
+            start = self._start(x, generator)
+            idx = torch.nonzero(~best.success)[:, 0]
+            if len(idx) == 0:
+                break
+            self._restart(start[idx], x[idx], take_rows(y, idx), idx, best)
+        return best.x

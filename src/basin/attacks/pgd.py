@@ -41,7 +41,7 @@ import math
 import torch
 from torch import Tensor
 
-from basin.attacks.base import BestSoFar, GradientAttack, project_linf, take_rows
+from basin.attacks.base import BestSoFar, RestartingAttack, project_linf, take_rows
 from basin.attacks.objectives import Objective
 
 
@@ -51,7 +51,7 @@ def _positive_int(value: int, name: str) -> int:
     return value
 
 
-class PGD(GradientAttack):
+class PGD(RestartingAttack):
     """L-infinity PGD with uniform random starts and per-sample best-candidate selection."""
 
     name = "pgd"
@@ -77,18 +77,9 @@ class PGD(GradientAttack):
         noise = torch.rand(x.shape, generator=generator, dtype=torch.float64) * 2 - 1
         return project_linf(x + (self.epsilon * noise).to(x), x, self.epsilon)
 
-    def _perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
-        # a start at x makes the clean input the first iterate: no separate forward needed
-        seed_clean = self.strongest and self.random_start
-        best = BestSoFar(x, self.evaluate(x, y)[0] if seed_clean else None)
-        generator = self._generator()
-        for _ in range(self.restarts):
-            start = self._start(x, generator)  # the whole batch: same draws whoever is left
-            idx = torch.nonzero(~best.success)[:, 0]
-            if len(idx) == 0:
-                break
-            self._restart(start[idx], x[idx], take_rows(y, idx), idx, best)
-        return best.x
+    def _seed_with_clean(self) -> bool:
+        # without a random start the clean input is the first iterate: no separate forward
+        return self.strongest and self.random_start
 
     def _restart(self, x_adv: Tensor, x: Tensor, y: Tensor | None, idx: Tensor,
                  best: BestSoFar) -> None:
