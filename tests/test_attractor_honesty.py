@@ -24,6 +24,7 @@ from basin.robustness.evaluation import (
     Evaluator,
     parse_conditions,
 )
+from toy_attractor import toy_attractor_system
 
 N = 96
 PGD_REJECT = "pgd:reject-id:0.2:steps=10"
@@ -31,34 +32,9 @@ PGD_REJECT = "pgd:reject-id:0.2:steps=10"
 RANDOM_ONLY = "pgd:reject-id:0.1:steps=1:step_size=0"
 
 
-def _images(name: str, x: torch.Tensor, y: torch.Tensor) -> ImageDataset:
-    return ImageDataset(name, "test", x.reshape(-1, 1, 4, 4).float(), y, ("a", "b", "c"), None)
-
-
 @pytest.fixture(scope="module")
 def setup(one_torch_thread: None) -> tuple[AttractorNet, ImageDataset, ImageDataset, float]:
-    generator = torch.Generator().manual_seed(0)
-    prototypes = torch.rand(3, 16, generator=generator)
-    y = torch.randint(0, 3, (2 * N,), generator=generator)
-    x = (prototypes[y] + 0.1 * torch.randn(2 * N, 16, generator=generator)).clamp(0, 1)
-    torch.manual_seed(0)
-    net = AttractorNet((16, 12, 6, 12, 16), n_classes=3, output_activation="sigmoid")
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(300):
-        optimiser.zero_grad()
-        loss = (net.reconstruct(x[N:]) - x[N:]).square().mean() + \
-            torch.nn.functional.cross_entropy(net.logits(x[N:]), y[N:])
-        loss.backward()
-        optimiser.step()
-    net.eval()
-    id_data = _images("id", x[:N], y[:N])
-    ood_data = _images("ood", torch.rand(N, 16, generator=generator),
-                       torch.zeros(N, dtype=torch.int64))
-    with torch.no_grad():
-        from basin.detectors import PearsonDetector
-
-        threshold = float(PearsonDetector(net).score(id_data.images).median())
-    return net, id_data, ood_data, threshold
+    return toy_attractor_system(N, seed=0, noise=0.1, steps=300, threshold_on="test")
 
 
 def _evaluate(setup: tuple, *attacks: str) -> EvaluationResult:

@@ -21,36 +21,15 @@ from basin.robustness.evaluation import (
     Evaluator,
     parse_conditions,
 )
+from toy_attractor import toy_attractor_system
 
 N = 64
 SPECS = ("pgd:ce:0.1:steps=5", "fgsm:ce:0.1", "pgd:reject-id:0.1:steps=5")
 
 
-def _images(name: str, x: torch.Tensor, y: torch.Tensor) -> ImageDataset:
-    return ImageDataset(name, "test", x.reshape(-1, 1, 4, 4).float(), y, ("a", "b", "c"), None)
-
-
 @pytest.fixture(scope="module")
 def system(one_torch_thread: None) -> tuple[AttractorNet, ImageDataset, ImageDataset, float]:
-    generator = torch.Generator().manual_seed(1)
-    prototypes = torch.rand(3, 16, generator=generator)
-    y = torch.randint(0, 3, (2 * N,), generator=generator)
-    x = (prototypes[y] + 0.15 * torch.randn(2 * N, 16, generator=generator)).clamp(0, 1)
-    torch.manual_seed(1)
-    net = AttractorNet((16, 12, 6, 12, 16), n_classes=3, output_activation="sigmoid")
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(200):
-        optimiser.zero_grad()
-        loss = (net.reconstruct(x[N:]) - x[N:]).square().mean() + \
-            torch.nn.functional.cross_entropy(net.logits(x[N:]), y[N:])
-        loss.backward()
-        optimiser.step()
-    net.eval()
-    id_data = _images("id", x[:N], y[:N])
-    ood_data = _images("ood", torch.rand(N, 16, generator=generator),
-                       torch.zeros(N, dtype=torch.int64))
-    threshold = float(PearsonDetector(net).score_batches(x[N:].reshape(-1, 1, 4, 4)).median())
-    return net, id_data, ood_data, threshold
+    return toy_attractor_system(N, seed=1, noise=0.15, steps=200, threshold_on="train")
 
 
 @pytest.mark.parametrize("spec", SPECS)
