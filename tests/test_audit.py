@@ -267,3 +267,15 @@ def test_serialisations(report, tmp_path) -> None:
     paths = report.write(tmp_path / "out", run_info={"seed": 0})
     assert json.loads(paths["json"].read_text())["run"] == {"seed": 0}
     assert paths["html"].exists() and paths["markdown"].read_text() .startswith("# Robustness")
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.3])
+def test_strongest_plan_has_a_small_step_end_to_end_member(eps: float) -> None:
+    specs = audit_attacks.plan_attacks(["strongest"], eps, 10)
+    fine = [s for s in specs if s.attack == "pgd" and s.objective == "end-to-end"
+            and s.params.get("random_start") is False]
+    assert len(fine) == 1
+    assert fine[0].params["step_size"] == pytest.approx(eps / 40)
+    assert fine[0].params["steps"] * fine[0].params["step_size"] >= 2 * eps  # crosses the ball
+    assert not any(s.params.get("random_start") is False
+                   for s in audit_attacks.plan_attacks(["strongest"], 0.0, 10))

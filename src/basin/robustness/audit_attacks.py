@@ -44,6 +44,7 @@ STRONGEST = "strongest"
 # the goals of the strongest plan: objective and its extra spec parameters
 STRONGEST_GOALS = (("ce", ""), ("end-to-end", "penalty=1"), ("end-to-end", "penalty=10"),
                    ("end-to-end", "penalty=100"), ("reject-id", ""), ("accept-ood", ""))
+SMALL_STEP_PENALTY = "penalty=100"
 
 SUITES: dict[str, tuple[str, ...]] = {
     "fast": (
@@ -61,7 +62,11 @@ SUITES: dict[str, tuple[str, ...]] = {
 def strongest_plan(epsilon: float, n_classes: int | None) -> list[str]:
     """``basin.attacks.suite.strongest_specs`` of every goal (APGD on the objective, APGD-DLR
     or the margin for classifier goals, PGD with restarts, Square), the end-to-end goal at
-    three weights of its acceptance term; the same member is run once."""
+    three weights of its acceptance term; the same member is run once. Plus a small-step
+    end-to-end PGD from the clean input (80 steps of eps/40, the largest penalty): at large
+    epsilon, large steps overshoot into rejection and the acceptance term cannot bring them
+    back (measured on the paper baseline at 0.3: 21% silent failures found by PGD-40 against
+    86.6% by the small-step variant)."""
     out: list[str] = []
     for objective, extra in STRONGEST_GOALS:
         for text in strongest_specs(objective, epsilon, n_classes=n_classes or 10):
@@ -69,6 +74,9 @@ def strongest_plan(epsilon: float, n_classes: int | None) -> list[str]:
                 text = f"{text}:{extra}"
             if text not in out:
                 out.append(text)
+    if epsilon > 0:
+        out.append(f"pgd:end-to-end:{float(epsilon)!r}:steps=80:step_size={epsilon / 40!r}"
+                   f":random_start=false:{SMALL_STEP_PENALTY}")
     return out
 
 
