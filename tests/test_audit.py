@@ -279,3 +279,17 @@ def test_strongest_plan_has_a_small_step_end_to_end_member(eps: float) -> None:
     assert fine[0].params["steps"] * fine[0].params["step_size"] >= 2 * eps  # crosses the ball
     assert not any(s.params.get("random_start") is False
                    for s in audit_attacks.plan_attacks(["strongest"], 0.0, 10))
+
+
+def test_worst_case_nests_over_epsilons(problem: dict) -> None:
+    # random starts only: the two radii draw different points, so an input can be broken at
+    # the smaller radius by a point the larger radius's own run does not find
+    rep = run(problem, epsilons=(0.02, 0.05), calibration=None, threshold=0.0,
+              attacks=["pgd:ce:0.1:steps=1:step_size=0", "pgd:reject-id:0.1:steps=1:step_size=0"])
+    small, large = rep.worst[0.02], rep.worst[0.05]
+    assert (large.wrong >= small.wrong).all() and (large.silent >= small.silent).all()
+    assert (large.id_scores <= small.id_scores).all()
+    assert (large.ood_scores["noise"] >= small.ood_scores["noise"]).all()
+    own = [r for r in rep.runs if r.epsilon == 0.05 and r.side == "id"
+           and r.objective == "reject-id"]
+    assert (own[0].scores > small.id_scores + 1e-9).any()  # nesting did real work

@@ -4,7 +4,8 @@ The system under audit answers each input with a class, or abstains when the det
 score falls below a threshold. What hurts such a system is a *silent failure*: an input it
 accepts and gets wrong (every accepted OOD input is one). For each epsilon the audit runs
 every attack of the suite on its side (:mod:`basin.robustness.audit_attacks`), and keeps per
-input the worst case over all of them and over the clean input, which lies in the ball too:
+input the worst case over all of them, over the clean input, which lies in the ball too, and
+over every smaller epsilon audited (a smaller ball lies inside a larger one):
 
 - ID inputs: wrong under *some* run (robust accuracy), accepted-and-wrong under some run
   (silent-failure rate; the ``end-to-end`` objective at several weights of its acceptance
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -153,6 +155,15 @@ def _worst_case(ctx: AuditContext, specs: Sequence[AttackSpec],
     return worst, runs
 
 
+def nest(larger: WorstCase, smaller: WorstCase) -> WorstCase:
+    """The worst case at the larger epsilon, counting every candidate of the smaller ball."""
+    return WorstCase(larger.epsilon, larger.wrong | smaller.wrong,
+                     larger.silent | smaller.silent,
+                     np.minimum(larger.id_scores, smaller.id_scores),
+                     {k: np.maximum(v, smaller.ood_scores[k])
+                      for k, v in larger.ood_scores.items()})
+
+
 def audit(model: nn.Module, detector: Any, id_data: Any, ood_data: Any, *,
           epsilons: Sequence[float] = (8 / 255,), attacks: str | Sequence[str] = "strongest",
           n: int | None = 1000, seed: int = 0, calibration: Any = None,
@@ -231,9 +242,12 @@ def _run(ctx: AuditContext, eps_list: list[float], templates: list[str], progres
     worst: dict[float, WorstCase] = {}
     runs: list[RunArrays] = []
     sanity: dict[float, list[str]] = {}
-    for eps in eps_list:
+    smaller: WorstCase | None = None
+    for eps in eps_list:  # ascending
         specs = plan_attacks(templates, eps, n_classes)
-        worst[eps], eps_runs = _worst_case(ctx, specs, progress)
+        found, eps_runs = _worst_case(ctx, specs, progress)
+        # the smaller ball lies inside this one: what broke an input there breaks it here
+        worst[eps] = smaller = found if smaller is None else nest(found, smaller)
         runs += eps_runs
         records += worst_case_records(ctx.id_set.name, ctx.labels.numpy(),
                                       ctx.clean_id_scores.numpy(),
