@@ -39,7 +39,8 @@ class RobustPlan:
     pgd_restarts: int = 1
     apgd_steps: int = 50
     square_queries: int = 300
-    penalties: tuple[float, ...] = (1.0, 10.0)  # weights of the acceptance term (end-to-end)
+    # weights of the acceptance term (end-to-end), as basin.audit's strongest suite
+    penalties: tuple[float, ...] = (1.0, 10.0, 100.0)
     score_steps: int = 1          # n of G^n(x) in the acceptance score
     robust_preset: str = "attractor-robust-pgd7"  # the stronger of the two measured recipes
     robust_changes: dict[str, Any] = field(default_factory=dict)
