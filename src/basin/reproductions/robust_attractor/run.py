@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from basin.attacks import PGD, make_objective
 from basin.data import load_dataset
 from basin.data.outliers import omniglot_parts
 from basin.detectors.base import threshold_for_acceptance
@@ -25,11 +26,9 @@ from basin.metrics import auroc
 from basin.models.attractor import AttractorNet
 from basin.reproductions.robust_attractor.protocol import ACCEPTANCE, OOD_SETS, RobustPlan
 from basin.reproductions.robust_attractor.suite import (
-    PGD,
     System,
     attack_id,
     attack_ood,
-    ce_objective,
     gradient_checks,
     id_worst_case,
     ood_worst_case,
@@ -262,7 +261,7 @@ def certify_system(system: System, sets: dict[str, Any], plan: RobustPlan) -> li
 def transfer_examples(baseline: AttractorNet, x: Tensor, y: Tensor,
                       plan: RobustPlan) -> dict[float, Tensor]:
     """PGD examples crafted on the paper baseline's F, once per epsilon (transfer attack)."""
-    return {eps: PGD(ce_objective(baseline.logits), eps, steps=plan.pgd_steps,
+    return {eps: PGD(make_objective("ce", baseline), eps, steps=plan.pgd_steps,
                      seed=plan.seed)(x, y) for eps in plan.epsilons}
 
 

@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from basin.attacks import APGD, PGD, Objective, Square, gradient_nonzero_fraction
+from basin.attacks import (
+    APGD,
+    PGD,
+    Objective,
+    Square,
+    gradient_nonzero_fraction,
+    make_objective,
+)
+from basin.attacks.objectives import labels
 from basin.detectors.pearson import pearson_correlation
 from basin.losses.robust import similarity
 from basin.models.attractor import AttractorNet
@@ -63,26 +71,13 @@ class System:
         return torch.cat(preds), torch.cat(scores)
 
 
-def _labels(y: Tensor | None) -> Tensor:
-    """The labels a labelled objective needs (the attacks pass None only to label-free ones)."""
-    if y is None:
-        raise ValueError("y: this objective needs labels, got None")
-    return y
-
-
-def ce_objective(logits: Callable[[Tensor], Tensor]) -> Objective:
-    return Objective("ce",
-                     lambda x, y: F.cross_entropy(logits(x), _labels(y), reduction="none"),
-                     lambda x, y: logits(x).argmax(1) != _labels(y))
-
-
 def end_to_end_objective(system: System, penalty: float, *, bpda: bool = False) -> Objective:
     """``CE(F(x), y) - penalty * relu(T - r(x))``; success: wrong *and* accepted (true
     score, also under BPDA)."""
     score = system.score_bpda if bpda else system.score
 
     def loss(x: Tensor, y: Tensor | None) -> Tensor:
-        ce = F.cross_entropy(system.logits(x), _labels(y), reduction="none")
+        ce = F.cross_entropy(system.logits(x), labels(y), reduction="none")
         return ce - penalty * torch.relu(system.threshold - score(x))
 
     def success(x: Tensor, y: Tensor | None) -> Tensor:
@@ -123,7 +118,7 @@ def _gradient_attacks(system: System, eps: float, plan: RobustPlan, seed: int,
     steps, restarts = plan.pgd_steps, plan.pgd_restarts
     out: dict[str, Callable[[Tensor, Tensor | None], Tensor]] = {}
     if side == "id":
-        out["pgd-ce"] = _pgd(ce_objective(system.logits), eps, steps, restarts, seed)
+        out["pgd-ce"] = _pgd(make_objective("ce", system), eps, steps, restarts, seed)
         for pen in plan.penalties:
             out[f"pgd-e2e-{pen:g}"] = _pgd(end_to_end_objective(system, pen), eps, steps,
                                            restarts, seed)
@@ -135,7 +130,7 @@ def _gradient_attacks(system: System, eps: float, plan: RobustPlan, seed: int,
                                            random_start=False, seed=seed)
         out[f"pgd-e2e-bpda-{top:g}"] = _pgd(end_to_end_objective(system, top, bpda=True),
                                             eps, steps, restarts, seed)
-        out["apgd-ce"] = APGD(ce_objective(system.logits), eps, steps=plan.apgd_steps,
+        out["apgd-ce"] = APGD(make_objective("ce", system), eps, steps=plan.apgd_steps,
                               seed=seed)
         # every penalty: the union over APGD end-to-end runs at several weights is what broke
         # the PGD-7 system at 0.3 in basin.audit's cross-check (82.5% silent against 69.4%)
@@ -218,7 +213,7 @@ def ood_worst_case(side: SideResult, n: int) -> Tensor:
 
 def gradient_checks(system: System, x: Tensor, y: Tensor) -> dict[str, float]:
     """Fraction of inputs with a non-zero input gradient: true and BPDA score, CE."""
-    return {"grad_nonzero_ce": gradient_nonzero_fraction(ce_objective(system.logits), x, y),
+    return {"grad_nonzero_ce": gradient_nonzero_fraction(make_objective("ce", system), x, y),
             "grad_nonzero_score": gradient_nonzero_fraction(score_objective(system, 1.0), x),
             "grad_nonzero_score_bpda": gradient_nonzero_fraction(
                 score_objective(system, 1.0, bpda=True), x)}
