@@ -35,6 +35,7 @@ from basin.reproductions.robust_attractor.suite import (
 )
 from basin.robustness.certify import certified_metrics, certify
 from basin.robustness.records import Record
+from basin.robustness.system import Data
 from basin.training import PRESETS, load_train_data, train
 from basin.training.robust_config import ROBUST_PRESETS
 from basin.training.robust_run import run_robust
@@ -43,25 +44,17 @@ from basin.training.run import load_run
 PathArg = str | os.PathLike[str] | None
 
 
-def _subset(x: Tensor, y: Tensor | None, n: int, seed: int) -> tuple[Tensor, Tensor | None]:
-    """First ``n`` of a seeded permutation, in original order (as ``Data.subset``)."""
-    if n >= len(x):
-        return x, y
-    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n].sort()[0]
-    return x[keep], None if y is None else y[keep]
-
-
 def load_sets(plan: RobustPlan, mirror: PathArg) -> dict[str, Any]:
     """MNIST validation (calibration), the MNIST test subset and the four OOD test sets."""
     val = load_dataset("mnist", "val", mirror=mirror)
     test = load_dataset("mnist", "test", mirror=mirror)
-    x_id, y_id = _subset(test.images, test.labels, plan.n_id, plan.seed)
+    chosen = Data("mnist", test.images, test.labels).subset(plan.n_id, plan.seed)
     ood: dict[str, Tensor] = {}
     for name in OOD_SETS:
         images = (omniglot_parts(mirror)[1] if name == "omniglot-evaluation"
                   else load_dataset(name, "test", mirror=mirror).images)
-        ood[name] = _subset(images, None, plan.n_ood, plan.seed)[0]
-    return {"val_x": val.images, "x": x_id, "y": y_id, "ood": ood}
+        ood[name] = Data(name, images, None).subset(plan.n_ood, plan.seed).x
+    return {"val_x": val.images, "x": chosen.x, "y": chosen.y, "ood": ood}
 
 
 def get_networks(plan: RobustPlan, out_dir: Path, *, reuse: PathArg, robust_run: PathArg,
