@@ -77,7 +77,7 @@ def evaluate(run_dir: str, ood: tuple[str, ...], attacks: tuple[str, ...],
                                   limit=limit, batch_size=batch_size, seed=seed,
                                   loss_weights=tuple(run.config["train"]["weights"]))
     start = time.perf_counter()
-    result = evaluate_run(run.net, id_name=run.config["train"]["dataset"],
+    result = evaluate_run(run.mlp(), id_name=run.config["train"]["dataset"],
                           ood=ood_names, attacks=attacks, corruptions=corruptions,
                           settings=settings, mirror=mirror, device=dev)
     click.echo(format_records(result.records))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from basin.models.attractor import AttractorNet
+from basin.models.factory import AnyAttractor, build_attractor
 from basin.utils.device import resolve_device
 from basin.utils.io import CheckpointError, load_state_dict_strict, load_tensors, read_json
 
@@ -105,9 +106,17 @@ def read_run_config(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
 class LoadedRun:
     """A trained network (in eval mode) with its run's config and test metrics."""
 
-    net: AttractorNet
+    net: AnyAttractor
     config: dict[str, Any]
     metrics: dict[str, Any] | None
+
+    def mlp(self) -> AttractorNet:
+        """The network as the paper's MLP; CheckpointError if the run holds another one
+        (the paper's training, Jacobians and evaluation are written for the MLP)."""
+        if not isinstance(self.net, AttractorNet):
+            raise CheckpointError(f"run holds a {type(self.net).__name__}, not the paper's "
+                                  f"AttractorNet (MLP) this needs")
+        return self.net
 
 
 def load_run(out_dir: str | os.PathLike[str],
@@ -123,7 +132,7 @@ def load_run(out_dir: str | os.PathLike[str],
         raise CheckpointError(f"{paths.root}: run folder not found")
     config = read_run_config(paths.root)
     try:
-        net = AttractorNet(**config["model"])
+        net = build_attractor(config["model"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{paths.config}: invalid model config ({exc})") from exc
     load_state_dict_strict(net, load_tensors(paths.model), paths.model)

@@ -108,7 +108,8 @@ def _loss(stage: Stage, h: Tensor, y: Tensor, config: TrainConfig, weights: Any,
     forward = run_stack(stage.stack, h)
     return attractor_loss(stage.stack, h, h, stage.logits_from(forward.activations), y,
                           weights, jacobian=config.jacobian, projections=config.projections,
-                          generator=generator, forward=forward)
+                          generator=generator, forward=forward,
+                          mse_reduction=config.mse_reduction)
 
 
 def _term_vector(terms: Any, device: torch.device) -> Tensor:
@@ -236,7 +237,7 @@ def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLik
     if status == "complete":
         loaded = load_run(paths.root, device=resolve_device(None if device is None
                                                              else str(device)))
-        return TrainResult(loaded.net, read_json(paths.history)["stages"],
+        return TrainResult(loaded.mlp(), read_json(paths.history)["stages"],
                            loaded.metrics or {})
     if data is None:
         raise ValueError("data: required unless the run in out_dir is complete")
