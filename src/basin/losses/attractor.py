@@ -89,7 +89,8 @@ def _check_targets(n: int, out_features: int, target: Tensor, logits: Tensor,
 def attractor_loss(stack: LayerStack, h: Tensor, target: Tensor, logits: Tensor,
                    labels: Tensor, weights: LossWeights, *, jacobian: str = "exact-fast",
                    projections: int = 1, generator: torch.Generator | None = None,
-                   chunk_size: int = 64, forward: StackForward | None = None) -> LossTerms:
+                   chunk_size: int = 64, forward: StackForward | None = None,
+                   mse_reduction: str = "mean") -> LossTerms:
     """Eq. 4 on one batch.
 
     Args:
@@ -104,7 +105,11 @@ def attractor_loss(stack: LayerStack, h: Tensor, target: Tensor, logits: Tensor,
             ``basin.losses.jacobian.jacobian_frobenius_sq``.
         forward: an existing ``run_stack(stack, h)`` record (e.g. one whose bottleneck
             activation produced ``logits``), so the stack is not run a second time.
+        mse_reduction: "mean" over all elements (the default) or "sum" over a sample's
+            features, averaged over the batch (out_features times larger).
     """
+    if mse_reduction not in ("mean", "sum"):
+        raise ValueError(f"mse_reduction: expected 'mean' or 'sum', got {mse_reduction!r}")
     if not isinstance(weights, LossWeights):
         raise ValueError(f"weights: expected LossWeights, got {type(weights).__name__}")
     check_jacobian_options(jacobian, projections, chunk_size)
@@ -119,7 +124,10 @@ def attractor_loss(stack: LayerStack, h: Tensor, target: Tensor, logits: Tensor,
     if h.shape[0] == 0:
         raise ValueError("h: empty batch")
 
-    reconstruction = F.mse_loss(forward.output, target)
+    if mse_reduction == "mean":
+        reconstruction = F.mse_loss(forward.output, target)
+    else:
+        reconstruction = (forward.output - target).square().sum(dim=1).mean()
     classification = F.cross_entropy(logits, labels.long())
     if weights.eigen > 0:
         values = frobenius_sq_from_record(forward, jacobian, projections=projections,

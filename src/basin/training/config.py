@@ -20,6 +20,8 @@ from basin.models.attractor import OUTPUT_ACTIVATIONS
 # Kept in step with basin.losses.JACOBIAN_METHODS; repeated so that a config can be checked
 # without importing the losses.
 JACOBIAN_METHODS = ("exact", "exact-fast", "projection")
+# How L_reconstruction reduces a sample's squared errors (basin.losses.attractor_loss).
+MSE_REDUCTIONS = ("mean", "sum")
 # Datasets with 784-pixel images and 10 classes, plus the built-in "toy" problem
 # (basin.training.data) that needs no data mirror.
 DATASETS = ("mnist", "fashion-mnist", "cifar10-bw", "toy")
@@ -35,7 +37,9 @@ class TrainConfig:
     a permutation seeded by ``seed``. ``weights`` are (alpha1, alpha2, alpha3) of eq. 4:
     reconstruction, eigen (Jacobian) and classification. ``learning_rates`` has one entry per
     pretraining stage and a last one for fine-tuning. ``pretrain=False`` fine-tunes the whole
-    network from its random initialisation.
+    network from its random initialisation. ``mse_reduction`` "mean" averages the squared
+    errors over a sample's features (the default), "sum" adds them: the paper does not say
+    which, and "sum" weighs reconstruction 784x more against the eigen and CE terms.
     """
 
     dataset: str = "mnist"
@@ -45,6 +49,7 @@ class TrainConfig:
     n_classes: int = 10
     output_activation: str = "relu"
     weights: tuple[float, float, float] = (0.99, 0.0, 0.01)
+    mse_reduction: str = "mean"
     jacobian: str = "exact-fast"
     projections: int = 1
     batch_size: int = 64
@@ -88,6 +93,9 @@ class TrainConfig:
         if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ValueError(f"weights: need three non-negative loss weights, not all zero, "
                              f"got {list(self.weights)}")
+        if self.mse_reduction not in MSE_REDUCTIONS:
+            raise ValueError(f"mse_reduction: unknown {self.mse_reduction!r}; choose from "
+                             f"{MSE_REDUCTIONS}")
         if self.jacobian not in JACOBIAN_METHODS:
             raise ValueError(f"jacobian: unknown {self.jacobian!r}; choose from "
                              f"{JACOBIAN_METHODS}")
