@@ -1,0 +1,57 @@
+"""Work functions for the grid tests: module level, so Ray workers import them by name.
+
+``noisy_sum`` draws from the cell's own seed, so its records change if the seed depends on
+anything but the cell; ``shard_means`` computes per-input results on the cell's shard;
+``fail_once`` makes the first attempt of each cell fail (a marker file says it ran before),
+by raising or by killing its worker process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from basin.distributed import Cell
+from basin.robustness.records import Record
+
+
+def noisy_sum(cell: Cell, shared: dict[str, Any]) -> list[Record]:
+    """Per cell: the sum of the shared vector plus seeded noise, as two records."""
+    rng = np.random.default_rng(cell.seed(shared["seed"]))
+    noise = float(rng.normal())
+    total = float(np.sum(shared["x"])) * cell.epsilon + noise
+    log = shared.get("log")
+    if log is not None:  # one line per call, whichever process makes it
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(cell.key() + "\n")
+    stop = shared.get("stop_after")
+    if stop is not None and len(Path(log).read_text().splitlines()) > stop:
+        raise KeyboardInterrupt("interrupted for the test")
+    return [Record(cell.condition, "pgd", cell.epsilon, cell.model, "id", "total", total,
+                   {"seed": cell.seed(shared["seed"])}),
+            Record(cell.condition, "pgd", cell.epsilon, cell.model, "id", "noise", noise)]
+
+
+def shard_means(cell: Cell, shared: dict[str, Any]) -> list[Record]:
+    """Per input of the shard: x[i] * epsilon + per-input noise seeded by (seed, i)."""
+    start, stop = cell.shard or (0, len(shared["x"]))
+    values = []
+    for i in range(start, stop):
+        rng = np.random.default_rng([shared["seed"], i])
+        values.append(float(shared["x"][i]) * cell.epsilon + float(rng.normal()))
+    return [Record(cell.condition, "pgd", cell.epsilon, "toy", "id", "per_input", None,
+                   {"start": start, "values": values})]
+
+
+def fail_once(cell: Cell, shared: dict[str, Any]) -> list[Record]:
+    """The first attempt at each cell fails (``shared["how"]``: "raise" or "exit")."""
+    marker = Path(shared["markers"]) / cell.digest()
+    if not marker.exists():
+        marker.write_text("tried\n")
+        if shared["how"] == "exit":
+            os._exit(1)  # the worker process dies: Ray retries the task elsewhere
+        raise RuntimeError(f"first attempt at {cell.key()} fails")
+    return noisy_sum(cell, {"x": shared["x"], "seed": shared["seed"]})

@@ -1,0 +1,94 @@
+"""basin.distributed on Ray: a local 2-CPU cluster, started once for the module.
+
+Same records as the local executor; a task whose first attempt raises, or kills its worker
+process, is retried and every cell appears exactly once; a resumed Ray run skips the cells
+finished before; a shared object is deserialised once per worker, not once per cell.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from basin.distributed import Cell, GridError, RayExecutor, Resources, run_grid
+from distributed_work import fail_once, noisy_sum
+
+ray = pytest.importorskip("ray")
+
+SHARED = {"x": np.arange(10, dtype=np.float64), "seed": 7}
+
+
+@pytest.mark.slow  # starts its own Ray (its workers import torch)
+def test_a_local_ray_is_started_and_shut_down_when_none_is_running(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # workers inherit the environment: they import this folder's work functions
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent))
+    # first in the file, before the module's cluster exists
+    assert not ray.is_initialized()
+    executor = RayExecutor(num_cpus=1)
+    records = run_grid(grid(2), noisy_sum, shared=SHARED, executor=executor)
+    assert records == run_grid(grid(2), noisy_sum, shared=SHARED)
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """A local Ray with 2 CPUs, the tests' directory importable by its workers."""
+    here = str(Path(__file__).resolve().parent)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": here, "OMP_NUM_THREADS": "1"}})
+    yield
+    ray.shutdown()
+
+
+def grid(n: int = 8) -> list[Cell]:
+    return [Cell(model=f"m{i % 2}", condition=f"pgd:ce:{i}/255", attack="pgd",
+                 epsilon=i / 255, params={"i": i}) for i in range(n)]
+
+
+def test_ray_with_two_workers_gives_the_local_records(cluster: None) -> None:
+    cells = grid()
+    local = run_grid(cells, noisy_sum, shared=SHARED)
+    on_ray = run_grid(cells, noisy_sum, shared=SHARED, executor="ray")
+    assert on_ray == local
+    assert ray.is_initialized()  # the executor joined the running Ray and left it running
+
+
+@pytest.mark.parametrize("how", ["raise", pytest.param("exit", marks=pytest.mark.slow)])
+def test_a_failed_task_is_retried_and_every_cell_appears_once(cluster: None, tmp_path: Path,
+                                                              how: str) -> None:
+    cells = grid(2)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    shared = {**SHARED, "markers": str(markers), "how": how}
+    executor = RayExecutor(resources=Resources(max_retries=2, retry_exceptions=how == "raise"))
+    records = run_grid(cells, fail_once, shared=shared, executor=executor,
+                       out_dir=tmp_path / "run")
+    assert len(list(markers.iterdir())) == len(cells)  # every first attempt failed
+    assert records == run_grid(cells, noisy_sum, shared=SHARED)
+    lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["key"] for line in lines) == sorted(c.key() for c in cells)
+
+
+def test_without_retries_the_failure_names_the_cell(cluster: None, tmp_path: Path) -> None:
+    shared = {**SHARED, "markers": str(tmp_path), "how": "raise"}
+    executor = RayExecutor(resources=Resources(max_retries=0))
+    with pytest.raises(GridError, match="first attempt"):
+        run_grid(grid(1), fail_once, shared=shared, executor=executor)
+
+
+def test_a_resumed_ray_run_skips_finished_cells(cluster: None, tmp_path: Path) -> None:
+    cells = grid(6)
+    run_grid(cells[:4], noisy_sum, shared=SHARED, executor="ray", out_dir=tmp_path)
+    log = tmp_path / "calls.log"
+    records = run_grid(cells, noisy_sum, shared={**SHARED, "log": str(log)}, executor="ray",
+                       out_dir=tmp_path)
+    assert sorted(log.read_text().splitlines()) == sorted(c.key() for c in cells[4:])
+    assert [r.value for r in records] == [r.value for r in run_grid(cells, noisy_sum,
+                                                                    shared=SHARED)]
+
+
