@@ -231,7 +231,7 @@ def test_subset_is_a_nested_seeded_sample() -> None:
 def test_registry_describes_every_dataset() -> None:
     assert dataset_names() == ["mnist", "fashion-mnist", "cifar10", "cifar10-bw", "notmnist",
                                "omniglot", "tiny-imagenet", "tiny-imagenet-resize",
-                               "uniform-noise", "gaussian-noise"]
+                               "lsun-resize", "uniform-noise", "gaussian-noise"]
     for name in dataset_names():
         info = dataset_info(name)
         assert set(info.splits) == set(info.sizes) == set(info.split_files)

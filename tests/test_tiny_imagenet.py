@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -31,31 +30,7 @@ from tiny_imagenet_fakes import (
     val_image,
 )
 
-
-def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-TARBALL = "Imagenet_resize.tar.gz"
-ODIN_PIXELS = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
-
-
-def odin_tarball() -> bytes:
-    """ODIN's layout: one folder of 32x32 images, here stored out of name order."""
-    members = {"Imagenet_resize/2.png": png(ODIN_PIXELS[2]),
-               "Imagenet_resize/0.png": png(ODIN_PIXELS[0]),
-               "Imagenet_resize/._0.png": b"macOS resource fork, not an image",
-               "Imagenet_resize/README.txt": b"not an image",
-               "Imagenet_resize/1.png": png(ODIN_PIXELS[1])}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+TARBALL = "odin/Imagenet_resize.tar"
 
 
 def run(*args: str) -> Result:
@@ -67,9 +42,7 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No mirror from the environment, a private cache, and official URLs that cannot work."""
     monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
     monkeypatch.setenv(sources.HOME_ENV, str(tmp_path / "home"))
-    for rel in (ZIP, TARBALL):
-        monkeypatch.setitem(sources.REMOTES, rel,
-                            sources.Remote((tmp_path / "offline" / rel).as_uri()))
+    monkeypatch.setitem(sources.REMOTES, ZIP, sources.Remote((tmp_path / "offline" / ZIP).as_uri()))
 
 
 @pytest.fixture
@@ -194,23 +167,3 @@ def test_verify_and_list_report_absent_optional_sets(tmp_path: Path, mirror: Pat
     assert rows["notmnist"].endswith("missing")
     listed = run("list", "--mirror", str(mirror)).output
     assert next(r for r in listed.splitlines() if r.startswith("tiny-imagenet ")).endswith("mirror")
-
-
-def test_odin_resized_tarball(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    served = tmp_path / "served"
-    served.mkdir()
-    data = odin_tarball()
-    (served / TARBALL).write_bytes(data)
-    register(monkeypatch, "tiny-imagenet-resize", TARBALL, data, 3)
-    monkeypatch.setitem(sources.REMOTES, TARBALL, sources.Remote((served / TARBALL).as_uri()))
-    assert not is_available("tiny-imagenet-resize")
-    # a local file URL stands in for Dropbox: the archive lands in the cache as it is
-    result = run("fetch", "tiny-imagenet-resize")
-    assert result.exit_code == 0, result.output
-    cached = tmp_path / "home" / "data" / TARBALL
-    assert cached.read_bytes() == data and not cached.with_name(f"{TARBALL}.gz").exists()
-    assert is_available("tiny-imagenet-resize")
-    test = load_dataset("tiny-imagenet-resize")
-    expected = torch.from_numpy(ODIN_PIXELS.transpose(0, 3, 1, 2).copy()).float() / 255
-    assert torch.equal(test.images, expected)  # PNG is lossless and needs no resize
-    assert test.labels.tolist() == [0, 0, 0] and test.classes == ("unlabelled",)

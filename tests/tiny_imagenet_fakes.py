@@ -15,7 +15,6 @@ from basin.data import registry
 from basin.data.checksums import MD5
 
 ZIP = "tiny-imagenet-200.zip"
-TARBALL = "Imagenet_resize.tar.gz"
 # a permutation of 200 fake wnids that is not sorted, so that labels must follow file order
 WNIDS = tuple(f"n{(i * 73) % 200:08d}" for i in range(200))
 LABELS = [5, 0, 199, 5, 42, 100]

@@ -7,8 +7,9 @@
 Datasets (:func:`dataset_names`): ``mnist``, ``fashion-mnist``, ``cifar10`` (3x32x32),
 ``cifar10-bw`` (the attractor paper's OOD set: CIFAR-10's R channel resized to 28x28),
 ``notmnist`` and ``omniglot`` (test only), the optional ``tiny-imagenet`` (the official
-zip's validation images resized to 3x32x32) and ``tiny-imagenet-resize`` (ODIN's resized
-set), which the offline mirror lacks (check :func:`is_available` first), and the seeded
+zip's validation images resized to 3x32x32; not in the offline mirror), the optional
+``tiny-imagenet-resize`` and ``lsun-resize`` (ODIN's 32x32 sets, in the mirror's ``odin/``;
+check :func:`is_available` before using an optional set), and the seeded
 synthetic ``uniform-noise`` and ``gaussian-noise`` (val and test; ``shape=(3, 32, 32)`` for a
 CIFAR-sized variant).
 

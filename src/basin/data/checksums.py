@@ -6,7 +6,7 @@ the mirror's recompressed ``.gz`` files and plain uncompressed copies all verify
 same table. CIFAR-10's ``batches.meta.txt`` is deliberately absent: the official tarball's
 copy differs from the mirror's in trailing blank lines, and basin hard-codes the class names.
 
-The optional sets that the mirror lacks (Tiny-ImageNet) have no published SHA-256: only the
+The optional set that the mirror lacks (the Tiny-ImageNet zip) has no published SHA-256: only the
 MD5 that public loaders pin for the downloadable archive. Those files are listed in
 :data:`MD5` instead, hashed as published (the archive's own bytes, never its decompressed
 content). MD5 still catches truncated or corrupted downloads; it is no proof against a
@@ -49,7 +49,7 @@ SHA256: dict[str, str] = {
     "notmnist/t10k-labels-idx1-ubyte":
         "5f8e6012f2ce730700d8d05fca098bc47f71d25b890e4bec7ac5ebfd614a4001",
     # ODIN's resized sets as the mirror repacks them (sha256 of the uncompressed tar; not the
-    # official archives, whose MD5 differs): verifiable, not yet datasets by name
+    # official archives, whose MD5 differs): datasets tiny-imagenet-resize and lsun-resize
     "odin/Imagenet_resize.tar":
         "5effe238670f0cfd9e487f37dc0561f63d8f6e80cc737f3c83e7192cfe2eee79",
     "odin/LSUN_resize.tar":
@@ -66,8 +66,6 @@ SHA256: dict[str, str] = {
 MD5: dict[str, str] = {
     # the MD5 that public Tiny-ImageNet loaders pin for the cs231n zip (the site publishes none)
     "tiny-imagenet-200.zip": "90528d7ca1a48142e341f4ef8d21d0de",
-    # the MD5 that public OOD loaders (e.g. pytorch-ood) pin for ODIN's resized Tiny-ImageNet
-    "Imagenet_resize.tar.gz": "0f9ff11d45babf2eff5fe12281d1ac31",
 }
 """Relative file path -> MD5 hex digest of the file exactly as published (treat as read-only).
 

@@ -5,8 +5,9 @@ file's path, size and mtime), keeping the official files' pixels as read-only ui
 each call then converts only the requested split to float32, so repeated loads are cheap and
 callers may modify what they get back.
 
-The optional Tiny-ImageNet sets are not in the offline mirror; :func:`is_available` says,
-without downloading, whether their files are on disk.
+The optional sets (the Tiny-ImageNet zip, which the offline mirror lacks, and ODIN's resized
+Tiny-ImageNet and LSUN, which it holds) may be absent; :func:`is_available` says, without
+downloading, whether their files are on disk.
 """
 
 from __future__ import annotations

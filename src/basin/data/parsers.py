@@ -4,7 +4,8 @@
 * CIFAR-10 binary batches (records of 1 label byte + 3072 pixel bytes, R then G then B planes);
 * the Omniglot zips of 105x105 1-bit PNG drawings;
 * the validation images of the official ``tiny-imagenet-200.zip`` (64x64 JPEGs labelled by
-  ``val/val_annotations.txt``) and image tarballs such as ODIN's ``Imagenet_resize.tar.gz``.
+  ``val/val_annotations.txt``) and image tarballs such as ODIN's ``Imagenet_resize.tar.gz``
+  and ``LSUN_resize.tar.gz``.
 
 Every problem (truncation, wrong magic number, declared sizes that disagree with the bytes,
 undecodable members) raises :class:`DatasetError` naming ``source`` and what was wrong. Declared

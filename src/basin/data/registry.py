@@ -16,7 +16,10 @@ _CIFAR_TEST = ("cifar-10-batches-bin/test_batch.bin",)
 _OMNIGLOT = tuple(f"omniglot/{z}.zip" for z in
                   ("images_background_small1", "images_background_small2", "all_runs"))
 _TINY_IMAGENET = ("tiny-imagenet-200.zip",)
-_ODIN_RESIZE = ("Imagenet_resize.tar.gz",)
+# ODIN's resized sets as the mirror repacks them (odin/*.tar.gz, verified by the sha256 of the
+# uncompressed tar); the official Dropbox archives pack the same JPEGs into different tars
+_ODIN_TINY = ("odin/Imagenet_resize.tar",)
+_ODIN_LSUN = ("odin/LSUN_resize.tar",)
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot")
@@ -101,9 +104,16 @@ _REGISTRY: dict[str, DatasetInfo] = {info.name: info for info in (
                 "not in the mirror", _TINY_IMAGENET, "tiny-imagenet", {"test": 10_000},
                 {"test": _TINY_IMAGENET}, optional=True),
     DatasetInfo("tiny-imagenet-resize", ("test",), CIFAR_SHAPE, 1,
-                "ODIN's resized Tiny-ImageNet (Imagenet_resize.tar.gz), 32x32 RGB, unlabelled; "
-                "test split only; optional, not in the mirror", _ODIN_RESIZE, "image-tarball",
-                {"test": 10_000}, {"test": _ODIN_RESIZE}, ("unlabelled",), optional=True),
+                "ODIN's Tiny-ImageNet (resize): the 10,000 Tiny-ImageNet test images at 32x32 "
+                "(odin/Imagenet_resize.tar.gz; 189 grayscale JPEGs replicated to RGB), "
+                "unlabelled, in member-name order; test split only; optional", _ODIN_TINY,
+                "image-tarball", {"test": 10_000}, {"test": _ODIN_TINY}, ("unlabelled",),
+                optional=True),
+    DatasetInfo("lsun-resize", ("test",), CIFAR_SHAPE, 1,
+                "ODIN's LSUN (resize): 10,000 LSUN test images at 32x32 RGB "
+                "(odin/LSUN_resize.tar.gz), unlabelled, in member-name order; test split "
+                "only; optional", _ODIN_LSUN, "image-tarball", {"test": 10_000},
+                {"test": _ODIN_LSUN}, ("unlabelled",), optional=True),
     _noise("uniform-noise", "i.i.d. uniform noise in [0, 1], seeded; 1x28x28 by default"),
     _noise("gaussian-noise",
            "i.i.d. Gaussian noise, mean 0.5, std 0.25, clipped to [0, 1], seeded; 1x28x28 by "

@@ -14,7 +14,7 @@ looked for, in this order, in
 
 In the mirror and the cache a file may be stored as ``name`` or ``name.gz``. Every file is
 verified against the sha256 of its uncompressed content (:mod:`basin.data.checksums`) before
-use, or, for the few files with only a published MD5 (the Tiny-ImageNet archives), against the
+use, or, for the few files with only a published MD5 (the Tiny-ImageNet zip), against the
 MD5 of the archive as published; a ``.gz`` that is part of the file's own name (``x.tar.gz``)
 is never decompressed for hashing. A passing result is memoised per (path, size, mtime) so a
 process hashes a file once.
@@ -56,8 +56,6 @@ _NOTMNIST_URL = ("https://raw.githubusercontent.com/davidflanagan/notMNIST-to-MN
 _OMNIGLOT_URL = ("https://raw.githubusercontent.com/brendenlake/omniglot/"
                  "057f034baf2ecb8530bc5710e5a23584d2a519cc/python/")
 _TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-# ODIN's README links the Dropbox share; "/s/raw/" serves the file itself, not a web page
-_ODIN_RESIZE_URL = "https://www.dropbox.com/s/raw/kp3my3412u5k9rl/Imagenet_resize.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -89,9 +87,13 @@ REMOTES: dict[str, Remote] = {
     # the one-shot runs sit one folder deeper in the Omniglot repository
     "omniglot/all_runs.zip": Remote(f"{_OMNIGLOT_URL}one-shot-classification/all_runs.zip"),
     "tiny-imagenet-200.zip": Remote(_TINY_IMAGENET_URL),
-    "Imagenet_resize.tar.gz": Remote(_ODIN_RESIZE_URL),
 }
-"""Relative file path -> its official source."""
+"""Relative file path -> its official source.
+
+ODIN's resized sets (``odin/*.tar``) have none: the official Dropbox archives hold the same
+JPEGs in differently packed tars, which the mirror's sha256 cannot verify; they come from a
+data mirror (or a web copy of one, ``$BASIN_DATA_URL``) only.
+"""
 
 
 def resolve_mirror(mirror: str | os.PathLike[str] | None) -> Path | None:
@@ -319,7 +321,8 @@ def download_files(relpaths: Iterable[str], cache_dir: Path, *, timeout: float =
         return [_download_from_copy(r, base_url, cache_dir, timeout, log) for r in relpaths]
     unknown = [r for r in relpaths if r not in REMOTES]
     if unknown:
-        raise DatasetError(f"{unknown[0]}: no official download URL known")
+        raise DatasetError(f"{unknown[0]}: no official download URL known; only a data mirror "
+                           f"(${MIRROR_ENV}) or a web copy of one (${BASE_URL_ENV}) has it")
     by_archive: dict[str, dict[str, str]] = {}
     written = []
     for relpath in relpaths:
