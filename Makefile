@@ -20,7 +20,8 @@ $(BIN)/basin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned, so that pip never resolves a (multi-GB) CUDA build
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	# with the ray extra: CI runs the Ray tests on a local 2-CPU cluster
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,ray]'
 	touch $@
 
 install: $(BIN)/basin
