@@ -19,6 +19,7 @@ from basin.detectors import (
     CombinedDetector,
     Detector,
     EnergyDetector,
+    KNNDetector,
     MahalanobisDetector,
     MSPDetector,
     ODINDetector,
@@ -92,6 +93,7 @@ FACTORIES: dict[str, Callable[[dict], Detector]] = {
     "energy": lambda p: EnergyDetector(p["net"]),
     "odin": lambda p: ODINDetector(p["net"], temperature=10.0, epsilon=0.001),
     "mahalanobis": lambda p: MahalanobisDetector(p["net"]).fit(p["x"], p["y"]),
+    "knn": lambda p: KNNDetector(p["net"], k=5).fit(p["x"]),
     "zhou": _zhou,
     "combined": lambda p: CombinedDetector(_zhou(p), MSPDetector(p["net"])).fit(
         p["x"], p["y"], x_val=p["x_val"]),

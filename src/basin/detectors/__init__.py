@@ -3,6 +3,7 @@
 from basin.detectors.base import Detector, DetectorError, threshold_for_acceptance
 from basin.detectors.combined import CombinedDetector
 from basin.detectors.energy import EnergyDetector
+from basin.detectors.knn import KNNDetector
 from basin.detectors.mahalanobis import MahalanobisDetector
 from basin.detectors.msp import MSPDetector
 from basin.detectors.odin import ODINDetector
@@ -15,6 +16,7 @@ from basin.detectors.zhou import ZhouDetector
 __all__ = ["Detector", "DetectorError", "threshold_for_acceptance"]
 __all__ += ["PearsonDetector", "RejectOptionClassifier", "RejectOptionResult",
             "pearson_correlation"]
-__all__ += ["CombinedDetector", "EnergyDetector", "MSPDetector", "MahalanobisDetector",
+__all__ += ["CombinedDetector", "EnergyDetector", "KNNDetector", "MSPDetector",
+            "MahalanobisDetector",
             "ODINDetector", "PixelAutoencoderDetector", "ZhouDetector"]
 __all__ += ["DETECTORS", "detector_class"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from basin.detectors.base import Detector
 from basin.detectors.combined import CombinedDetector
 from basin.detectors.energy import EnergyDetector
+from basin.detectors.knn import KNNDetector
 from basin.detectors.mahalanobis import MahalanobisDetector
 from basin.detectors.msp import MSPDetector
 from basin.detectors.odin import ODINDetector
@@ -18,7 +19,7 @@ from basin.detectors.pixel_autoencoder import PixelAutoencoderDetector
 from basin.detectors.zhou import ZhouDetector
 
 DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
-    MSPDetector, EnergyDetector, ODINDetector, MahalanobisDetector, ZhouDetector,
+    MSPDetector, EnergyDetector, ODINDetector, MahalanobisDetector, KNNDetector, ZhouDetector,
     CombinedDetector, PixelAutoencoderDetector, PearsonDetector)}
 
 
