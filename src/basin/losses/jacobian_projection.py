@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from basin.losses.forward import StackForward
+from basin.models.activations import activation_derivative
 
 
 def random_unit_directions(shape: tuple[int, ...], dim: int, *, like: Tensor,
@@ -41,11 +42,20 @@ def frobenius_sq_projection(record: StackForward, projections: int,
     gradient is an unbiased estimate of the exact penalty's gradient.
     """
     h = record.input
-    dim = h.shape[1]
-    t = random_unit_directions((projections, h.shape[0]), dim, like=h, generator=generator)
-    for layer, d in zip(record.stack.layers, record.derivatives(), strict=True):
-        # (k, N, w) @ (w, w') folds k*N into one matrix product
+    n, dim = h.shape
+    t = random_unit_directions((projections, n), dim, like=h, generator=generator)
+    # (k, N, w) folded to (k*N, w): plain 2-D products, whose backward needs no reshapes
+    t = t.reshape(projections * n, dim)
+    for layer, act, z in zip(record.stack.layers, record.stack.activations,
+                             record.pre_activations, strict=True):
         t = t @ layer.weight.T
-        if d is not None:
-            t = t * d
-    return (dim / projections) * t.square().sum(-1).sum(0)
+        if act == "linear":
+            continue
+        folded = t.view(projections, n, -1)
+        if act == "relu":
+            # the 0/1 mask as a select: no float mask to build, a cheaper backward
+            folded = torch.where(z > 0, folded, 0.0)
+        else:
+            folded = folded * activation_derivative(act, z)
+        t = folded.reshape(projections * n, -1)
+    return (dim / projections) * t.view(projections, n, -1).square().sum(-1).sum(0)

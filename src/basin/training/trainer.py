@@ -9,8 +9,9 @@ global random state (data order and projection noise are drawn from generators s
 (seed, stage, epoch), the initialisation from ``seed``).
 
 Throughput: the data live on the training device as tensors, batches are index slices of a
-``randperm`` (no DataLoader), inputs of a pretraining stage are computed once per stage, and
-validation runs in large batches without gradients.
+``randperm`` (no DataLoader), inputs of a pretraining stage are computed once per stage,
+validation runs in large batches without gradients, and Adam is the fused single-kernel
+implementation (``make_optimizer``; ``benchmarks/speed.py`` measures each of these).
 """
 
 from __future__ import annotations
@@ -99,6 +100,17 @@ def build_model(config: TrainConfig) -> tuple[AttractorNet, nn.ModuleList]:
     return net, heads
 
 
+def make_optimizer(params: list[nn.Parameter], lr: float, *, fused: bool = True
+                   ) -> torch.optim.Adam:
+    """The stage's Adam. ``fused``: one pass over memory for all parameters instead of about
+    ten elementwise passes per tensor (Adam is memory-bound; ``benchmarks/speed.py``). Its
+    rounding differs from the per-tensor loop (~1e-8 per step): ``fused=False`` reproduces
+    runs made before bit for bit; the choice is recorded in the run's config.json."""
+    if fused:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr)  # torch's CPU default: the per-tensor loop
+
+
 def _loss_weights(config: TrainConfig) -> LossWeights:
     return LossWeights(*config.weights)
 
@@ -110,6 +122,17 @@ def _loss(stage: Stage, h: Tensor, y: Tensor, config: TrainConfig, weights: Any,
                           weights, jacobian=config.jacobian, projections=config.projections,
                           generator=generator, forward=forward,
                           mse_reduction=config.mse_reduction)
+
+
+def train_step(stage: Stage, h: Tensor, y: Tensor, optimizer: torch.optim.Optimizer,
+               config: TrainConfig, weights: Any, generator: torch.Generator | None) -> Any:
+    """One optimisation step of ``stage`` on the batch (h, y); returns its loss terms (what
+    ``benchmarks/speed.py`` times as "a training step")."""
+    terms = _loss(stage, h, y, config, weights, generator)
+    optimizer.zero_grad(set_to_none=True)
+    terms.total.backward()
+    optimizer.step()
+    return terms
 
 
 def _term_vector(terms: Any, device: torch.device) -> Tensor:
@@ -135,10 +158,7 @@ def _train_epoch(stage: Stage, h: Tensor, y: Tensor, optimizer: torch.optim.Opti
     noise = _projection_generator(config, weights, stage.index, epoch, _PROJECTION)
     sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=h.device)
     for step, idx in enumerate(order.split(config.batch_size)):
-        terms = _loss(stage, h[idx], y[idx], config, weights, noise)
-        optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        optimizer.step()
+        terms = train_step(stage, h[idx], y[idx], optimizer, config, weights, noise)
         sums += _term_vector(terms, h.device) * len(idx)
         bar.update(1)
         if step % 50 == 0 and not bar.disable:
@@ -180,13 +200,29 @@ def _check_data(config: TrainConfig, data: TrainData) -> None:
                              f"[{int(y.min())}, {int(y.max())}]")
 
 
+def _optimizer_name(fused: bool) -> str:
+    return "adam-fused" if fused else "adam"
+
+
 def _write_config(paths: RunPaths, config: TrainConfig, net: AttractorNet, data: TrainData,
-                  device: torch.device) -> None:
+                  device: torch.device, fused: bool) -> None:
     record = run_record(config.to_dict(), config.seed, data.checksums)
     record["device"] = str(device)
     record["threads"] = torch.get_num_threads()
+    record["optimizer"] = _optimizer_name(fused)
     atomic_write_json(paths.config, {"model": net.config(), "train": config.to_dict(),
                                      "run": record})
+
+
+def _check_same_optimizer(paths: RunPaths, fused: bool) -> None:
+    """A partial run continues with the Adam implementation it started with (a complete run
+    trains nothing more, so any will do for reusing it)."""
+    run = read_run_config(paths.root).get("run", {})
+    # runs made before the choice was recorded used the per-tensor Adam
+    started_with = run.get("optimizer", _optimizer_name(False))
+    if started_with != _optimizer_name(fused):
+        raise ValueError(f"fused_optimizer: {paths.config} was started with {started_with!r}; "
+                         f"resuming with {_optimizer_name(fused)!r} would change its arithmetic")
 
 
 def _check_same_config(paths: RunPaths, config: TrainConfig,
@@ -222,18 +258,22 @@ def _restore(paths: RunPaths, net: AttractorNet, heads: nn.ModuleList,
 
 def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLike[str], *,
           device: str | torch.device | None = None, resume: bool = False,
-          progress: bool = False, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+          progress: bool = False, on_epoch_end: EpochCallback | None = None,
+          fused_optimizer: bool = True) -> TrainResult:
     """Train ``config`` on ``data`` into the run folder ``out_dir`` (see basin.training.run).
 
     Refuses (RunExistsError) a folder that already holds a run unless ``resume``; with
     ``resume`` the stored config must equal ``config``, and a complete run is loaded, not
     retrained (``data`` may then be None). ``on_epoch_end`` is called after each epoch's
     checkpoint is written (raising KeyboardInterrupt there simulates an interruption).
+    ``fused_optimizer`` picks the Adam implementation (``make_optimizer``).
     """
     paths = RunPaths(Path(out_dir))
     status = ensure_can_start(paths.root, resume)
     if status != "empty":
         _check_same_config(paths, config, None if data is None else data.checksums)
+    if status == "partial":
+        _check_same_optimizer(paths, fused_optimizer)
     if status == "complete":
         loaded = load_run(paths.root, device=resolve_device(None if device is None
                                                              else str(device)))
@@ -252,7 +292,7 @@ def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLik
     if paths.checkpoint.exists():
         state, best, adam_state = _restore(paths, net, heads, dev)
     elif status == "empty":
-        _write_config(paths, config, net, data, dev)
+        _write_config(paths, config, net, data, dev, fused_optimizer)
     weights = _loss_weights(config)
 
     while not state.finished:
@@ -265,7 +305,7 @@ def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLik
             state.history.append({"stage": stage.index, "name": stage.name, "lr": stage.lr,
                                   "epochs": [], "best_epoch": None,
                                   "best_val_accuracy": None, "stopped": None})
-        optimizer = torch.optim.Adam(list(stage.parameters()), lr=stage.lr)
+        optimizer = make_optimizer(list(stage.parameters()), stage.lr, fused=fused_optimizer)
         if adam_state:
             optimizer.load_state_dict({"state": adam_state,
                                        "param_groups": optimizer.state_dict()["param_groups"]})
