@@ -27,6 +27,7 @@ from basin.detectors import (
     PixelAutoencoderDetector,
     RejectOptionClassifier,
     ZhouDetector,
+    ZhouFaithfulDetector,
     detector_class,
 )
 from basin.models.feature_classifier import (
@@ -88,6 +89,11 @@ def _zhou(p: dict) -> ZhouDetector:
                         w_init=p["net"].head).fit(p["x"], p["y"], x_val=p["x_val"])
 
 
+def _zhou_faithful(p: dict) -> ZhouFaithfulDetector:
+    return ZhouFaithfulDetector(p["net"], epochs=100, d2_hidden=(16, 16), lr=1e-2).fit(
+        p["x"], p["y"], x_val=p["x_val"])
+
+
 FACTORIES: dict[str, Callable[[dict], Detector]] = {
     "msp": lambda p: MSPDetector(p["net"]),
     "energy": lambda p: EnergyDetector(p["net"]),
@@ -95,6 +101,7 @@ FACTORIES: dict[str, Callable[[dict], Detector]] = {
     "mahalanobis": lambda p: MahalanobisDetector(p["net"]).fit(p["x"], p["y"]),
     "knn": lambda p: KNNDetector(p["net"], k=5).fit(p["x"]),
     "zhou": _zhou,
+    "zhou_faithful": _zhou_faithful,
     "combined": lambda p: CombinedDetector(_zhou(p), MSPDetector(p["net"])).fit(
         p["x"], p["y"], x_val=p["x_val"]),
     "pixel_autoencoder": lambda p: PixelAutoencoderDetector(

@@ -12,11 +12,12 @@ from basin.detectors.pixel_autoencoder import PixelAutoencoderDetector
 from basin.detectors.registry import DETECTORS, detector_class
 from basin.detectors.reject import RejectOptionClassifier, RejectOptionResult
 from basin.detectors.zhou import ZhouDetector
+from basin.detectors.zhou_faithful import ZhouFaithfulDetector
 
 __all__ = ["Detector", "DetectorError", "threshold_for_acceptance"]
 __all__ += ["PearsonDetector", "RejectOptionClassifier", "RejectOptionResult",
             "pearson_correlation"]
 __all__ += ["CombinedDetector", "EnergyDetector", "KNNDetector", "MSPDetector",
             "MahalanobisDetector",
-            "ODINDetector", "PixelAutoencoderDetector", "ZhouDetector"]
+            "ODINDetector", "PixelAutoencoderDetector", "ZhouDetector", "ZhouFaithfulDetector"]
 __all__ += ["DETECTORS", "detector_class"]

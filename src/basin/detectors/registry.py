@@ -17,10 +17,11 @@ from basin.detectors.odin import ODINDetector
 from basin.detectors.pearson import PearsonDetector
 from basin.detectors.pixel_autoencoder import PixelAutoencoderDetector
 from basin.detectors.zhou import ZhouDetector
+from basin.detectors.zhou_faithful import ZhouFaithfulDetector
 
 DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
     MSPDetector, EnergyDetector, ODINDetector, MahalanobisDetector, KNNDetector, ZhouDetector,
-    CombinedDetector, PixelAutoencoderDetector, PearsonDetector)}
+    ZhouFaithfulDetector, CombinedDetector, PixelAutoencoderDetector, PearsonDetector)}
 
 
 def detector_class(name: str) -> type[Detector]:

@@ -118,6 +118,7 @@ class ZhouDetector(Detector):
     """
 
     name: ClassVar[str] = "zhou"
+    lr_schedule: ClassVar[str] = "constant"  # Adam at a fixed lr; "cosine": annealed to 0
 
     def __init__(self, model: FeatureClassifier, *, n_classes: int | None = None,
                  temperature: float = 100.0, msp_temperature: float | None = None,
@@ -222,6 +223,9 @@ class ZhouDetector(Detector):
         heads = heads.to(f.device)
         self.heads = heads
         opt = torch.optim.Adam(heads.parameters(), lr=self.lr)
+        steps = self.epochs * -(-len(f) // self.batch_size)
+        schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+                    if self.lr_schedule == "cosine" else None)
         gen = torch.Generator().manual_seed(self.seed)
         history = []
         for _ in range(self.epochs):
@@ -229,18 +233,38 @@ class ZhouDetector(Detector):
             for idx in torch.randperm(len(f), generator=gen).split(self.batch_size):
                 v, target = f[idx.to(f.device)], y[idx.to(f.device)]
                 z = heads.W(v)
-                zt = z / self.temperature
-                l1 = ((v - heads.D1(z)).pow(2).sum(1) / v.pow(2).sum(1).clamp_min(1e-12))
-                l2 = (zt - heads.D2(torch.softmax(zt, 1))).pow(2).sum(1)
+                l1, l2 = self.training_losses(v, z)
                 loss = (l1.mean() + l2.mean()
                         + self.lam * F.cross_entropy(z, target))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if schedule is not None:
+                    schedule.step()
                 total += loss.item() * len(idx)
             history.append(total / len(f))
         heads.requires_grad_(False)
         return history
+
+    def training_losses(self, v: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-sample L1, L2 of a batch (features ``v``, logits ``z = W v``): see the module
+        docstring (L1 relative to ||v||^2, L2 raw, both squared)."""
+        assert self.heads is not None
+        zt = z / self.temperature
+        l1 = (v - self.heads.D1(z)).pow(2).sum(1) / v.pow(2).sum(1).clamp_min(1e-12)
+        l2 = (zt - self.heads.D2(torch.softmax(zt, 1))).pow(2).sum(1)
+        return l1, l2
+
+    def errors(self, v: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """The scores' e1, e2 (each (N,)): norms of the reconstruction errors, each relative
+        to its target's norm (Algorithm 1, step 3)."""
+        assert self.heads is not None
+        zt = z / self.temperature
+        e1 = (v - self.heads.D1(z)).pow(2).sum(1) / v.pow(2).sum(1).clamp_min(1e-12)
+        e2 = ((zt - self.heads.D2(torch.softmax(zt, 1))).pow(2).sum(1)
+              / zt.pow(2).sum(1).clamp_min(1e-12))
+        # the floor keeps sqrt's gradient finite at a perfect reconstruction
+        return e1.clamp_min(1e-30).sqrt(), e2.clamp_min(1e-30).sqrt()
 
     # ---- scoring -------------------------------------------------------------------------
     def components(self, v: Tensor) -> dict[str, Tensor]:
@@ -253,13 +277,9 @@ class ZhouDetector(Detector):
         if self.heads.W.weight.device != v.device:
             self.heads.to(v.device)
         z = self.heads.W(v)
-        zt = z / self.temperature
-        e1 = (v - self.heads.D1(z)).pow(2).sum(1) / v.pow(2).sum(1).clamp_min(1e-12)
-        e2 = ((zt - self.heads.D2(torch.softmax(zt, 1))).pow(2).sum(1)
-              / zt.pow(2).sum(1).clamp_min(1e-12))
-        # the floor keeps sqrt's gradient finite at a perfect reconstruction
+        e1, e2 = self.errors(v, z)
         return {"msp": torch.softmax(z / self.msp_temperature, 1).max(1).values,
-                "e1": e1.clamp_min(1e-30).sqrt(), "e2": e2.clamp_min(1e-30).sqrt()}
+                "e1": e1, "e2": e2}
 
     def log_terms(self, v: Tensor) -> dict[str, Tensor]:
         """The raw parts plus the three log-CDF terms and their sum ``log_p``."""
