@@ -1,0 +1,286 @@
+"""Speed of the attractor reproduction's hot paths, each ratio printed with its target (issue 16).
+
+Usage: ``python benchmarks/speed.py [--threads 1] [--repeats 30] [--seeds 3]
+[--mirror DIR] [--reference-run runs/attractor-paper/baseline] [--skip-metrics]``.
+
+Everything is measured side by side in one process, the contenders interleaved round-robin
+and the fastest repeat kept, so that load from other processes on a shared machine hits them
+alike (the ratios are the numbers to read; absolute times are upper bounds):
+
+1. A training step (``basin.training.trainer.train_step``: forward, loss, backward, Adam) of
+   the 784-500-300-300-300-500-784 network at batch 64 against the machine's floor for the
+   same work: the step's matmul FLOPs (counted by ``torch.utils.flop_counter``) divided by a
+   plain 2048^3 fp32 matmul's FLOP/s on the same threads. Target: within 2x. The same for
+   each pretraining stage, and the per-tensor Adam beside the fused one (the change).
+2. The ``projection`` (k = 1) attractor step over the plain (baseline) step, both full
+   training steps. Target: <= 2.0x. Forward + backward alone is printed too.
+3. Scoring with n iterations of G: ``PearsonDetector.score`` (n applications of G + Pearson)
+   over n plain forwards of G, and the reject-option prediction (score + classification)
+   over n + 1 plain forwards. Target: <= 1.2x.
+4. Arithmetic-changing speed-ups (the fused Adam): short MNIST trainings (or the toy problem
+   without a mirror) of the baseline and the projection attractor with the per-tensor and
+   the fused Adam over ``--seeds`` seeds, test metrics side by side with the seed spread.
+
+With ``--reference-run`` (a finished ``paper-baseline`` run) the measured step times are
+multiplied by that run's steps per stage: the training time to expect for the same schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from basin.detectors.pearson import PearsonDetector
+from basin.detectors.reject import RejectOptionClassifier
+from basin.training import PRESETS, TrainConfig, TrainData, build_model, load_train_data, train
+from basin.training.stages import build_stage
+from basin.training.trainer import _loss, _loss_weights, make_optimizer, train_step
+
+BATCH = 64
+MATMUL_SIZE = 1024
+
+
+def interleaved(steps: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Fastest of ``repeats`` calls of each step (after two warm-up calls), round-robin."""
+    for step in steps.values():
+        step()
+        step()
+    best = dict.fromkeys(steps, math.inf)
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def verdict(ratio: float, target: float) -> str:
+    return f"{ratio:.2f}x (target <= {target:g}x: {'met' if ratio <= target else 'NOT met'})"
+
+
+class StepBench:
+    """A stage's training step on a fixed random MNIST-shaped batch, as the trainer runs it."""
+
+    def __init__(self, preset: str, stage_index: int, fused: bool, seed: int = 0) -> None:
+        self.config = PRESETS[preset].replace(seed=seed)
+        net, heads = build_model(self.config)
+        self.stage = build_stage(net, heads, stage_index, self.config.learning_rates)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(BATCH, 784, generator=gen)
+        self.h = self.stage.inputs(x, BATCH)
+        self.y = torch.randint(0, 10, (BATCH,), generator=gen)
+        self.weights = _loss_weights(self.config)
+        self.optimizer = make_optimizer(list(self.stage.parameters()), self.stage.lr,
+                                        fused=fused)
+        self.noise = torch.Generator().manual_seed(seed + 1)
+
+    def step(self) -> None:
+        train_step(self.stage, self.h, self.y, self.optimizer, self.config, self.weights,
+                   self.noise)
+
+    def forward_backward(self) -> None:
+        for p in self.stage.parameters():
+            p.grad = None
+        _loss(self.stage, self.h, self.y, self.config, self.weights, self.noise).total.backward()
+
+    def flops(self) -> int:
+        with FlopCounterMode(display=False) as counter:
+            self.step()
+        return int(counter.get_total_flops())
+
+
+def matmul_step() -> Callable[[], Any]:
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=gen)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=gen)
+    return lambda: a @ b
+
+
+def section_step(repeats: int) -> dict[str, Any]:
+    print("\n(1) training step vs the machine's fp32 matmul throughput, batch 64")
+    benches = {(idx, fused): StepBench("paper-baseline", idx, fused)
+               for idx in range(4) for fused in (True, False)}
+    # the matmul takes its turn in the same round-robin, so it meets the same load
+    times = interleaved({"matmul": matmul_step(),
+                         **{f"{k}": b.step for k, b in benches.items()}}, repeats)
+    rate = 2 * MATMUL_SIZE ** 3 / times["matmul"]
+    print(f"  plain {MATMUL_SIZE}^3 fp32 matmul: {rate / 1e9:.1f} GFLOP/s")
+    out: dict[str, Any] = {"matmul_gflops": rate / 1e9, "stages": {}}
+    for idx in range(4):
+        bench = benches[idx, True]
+        flops = bench.flops()
+        floor = flops / rate
+        fused_t, loop_t = times[str((idx, True))], times[str((idx, False))]
+        name = bench.stage.name
+        print(f"  {name:<11} {flops / 1e6:6.1f} MFLOP  floor {floor * 1e3:5.2f} ms  "
+              f"step {fused_t * 1e3:6.2f} ms (per-tensor Adam {loop_t * 1e3:6.2f} ms)  "
+              f"step/floor {verdict(fused_t / floor, 2.0)}; before {loop_t / floor:.2f}x")
+        out["stages"][name] = {"mflop": flops / 1e6, "floor_ms": floor * 1e3,
+                               "step_ms": fused_t * 1e3, "per_tensor_adam_ms": loop_t * 1e3}
+    return out
+
+
+def section_projection(repeats: int) -> dict[str, float]:
+    print("\n(2) projection (k = 1) attractor step vs the plain step, fine-tuning, batch 64")
+    plain, proj = StepBench("paper-baseline", 3, True), StepBench("attractor-full", 3, True)
+    times = interleaved({"plain": plain.step, "projection": proj.step,
+                         "plain fb": plain.forward_backward,
+                         "projection fb": proj.forward_backward}, repeats)
+    ratio, fb = times["projection"] / times["plain"], times["projection fb"] / times["plain fb"]
+    print(f"  training step: plain {times['plain'] * 1e3:.2f} ms, projection "
+          f"{times['projection'] * 1e3:.2f} ms -> {verdict(ratio, 2.0)}")
+    print(f"  forward + backward only: {times['plain fb'] * 1e3:.2f} ms vs "
+          f"{times['projection fb'] * 1e3:.2f} ms -> {fb:.2f}x")
+    return {"step_ratio": ratio, "forward_backward_ratio": fb,
+            **{f"{k}_ms": v * 1e3 for k, v in times.items()}}
+
+
+def section_scoring(repeats: int, n_images: int = 1000) -> dict[str, Any]:
+    print(f"\n(3) scoring {n_images} images (batches of 500) with n iterations of G vs plain "
+          "forwards of G")
+    net, _ = build_model(PRESETS["paper-baseline"])
+    net.eval()
+    x = torch.rand(n_images, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    out: dict[str, Any] = {}
+    for n in (1, 5):
+        detector = PearsonDetector(net, steps=n, threshold=0.8)
+        classifier = RejectOptionClassifier(net, detector, steps=n)
+
+        def forwards(k: int = n) -> None:
+            with torch.no_grad():
+                for batch in x.split(500):
+                    for _ in range(k):
+                        net.reconstruct(batch)
+
+        times = interleaved({"score": lambda d=detector: d.score_batches(x, 500),
+                             "predict": lambda c=classifier: c.predict(x, batch_size=500),
+                             "n": forwards, "n+1": lambda k=n + 1: forwards(k)}, repeats)
+        score, predict = times["score"] / times["n"], times["predict"] / times["n+1"]
+        print(f"  n = {n}: score {times['score'] * 1e3:.1f} ms / {n} forwards "
+              f"{times['n'] * 1e3:.1f} ms = {verdict(score, 1.2)}; predict (score + class) "
+              f"{times['predict'] * 1e3:.1f} ms / {n + 1} forwards "
+              f"{times['n+1'] * 1e3:.1f} ms = {verdict(predict, 1.2)}")
+        out[str(n)] = {"score_ratio": score, "predict_ratio": predict,
+                       **{f"{k}_ms": v * 1e3 for k, v in times.items()}}
+    return out
+
+
+def short_run(preset: str, seed: int, fused: bool, data: TrainData, epochs: int,
+              train_size: int) -> dict[str, Any]:
+    import tempfile  # stdlib only; kept beside its one use
+
+    config = PRESETS[preset].replace(seed=seed, train_size=train_size, val_size=1000,
+                                     max_epochs=epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = train(config, data, Path(tmp) / "run", fused_optimizer=fused)
+        wall = time.perf_counter() - start
+    metrics = result.metrics
+    return {"test_accuracy": metrics["test_accuracy"],
+            "reconstruction": metrics["test_loss"]["reconstruction"],
+            "eigen": metrics["test_loss"]["eigen"], "wall_s": wall}
+
+
+def section_metrics(seeds: int, epochs: int, train_size: int,
+                    mirror: str | None) -> dict[str, Any]:
+    dataset = "mnist" if mirror else "toy"
+    print(f"\n(4) fused vs per-tensor Adam: {dataset}, {train_size} training images, "
+          f"{epochs} epochs per stage, seeds 0..{seeds - 1}, test metrics")
+    out: dict[str, Any] = {}
+    for preset in ("paper-baseline", "attractor-full"):
+        runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        for seed in range(seeds):
+            base = PRESETS[preset].replace(seed=seed, train_size=train_size, val_size=1000,
+                                           dataset=dataset)
+            data = load_train_data(base, mirror=mirror, verify=False)
+            for fused in (False, True):
+                runs[fused].append(short_run(preset, seed, fused, data, epochs, train_size)
+                                   if dataset == "mnist" else
+                                   short_run_toy(base, fused, data, epochs))
+        out[preset] = {"fused": runs[True], "per_tensor": runs[False]}
+        for metric in ("test_accuracy", "reconstruction", "eigen"):
+            a = [r[metric] for r in runs[False]]
+            b = [r[metric] for r in runs[True]]
+            spread = statistics.stdev(a) if len(a) > 1 else float("nan")
+            gap = abs(statistics.mean(b) - statistics.mean(a))
+            worst = max(abs(x - y) for x, y in zip(a, b, strict=True))
+            print(f"  {preset:<15} {metric:<14} per-tensor {statistics.mean(a):.5f}  fused "
+                  f"{statistics.mean(b):.5f}  |mean gap| {gap:.2e}  largest same-seed gap "
+                  f"{worst:.2e}  seed std {spread:.2e}  -> "
+                  f"{'within' if gap <= spread else 'BEYOND'} seed noise")
+    return out
+
+
+def short_run_toy(config: TrainConfig, fused: bool, data: TrainData,
+                  epochs: int) -> dict[str, Any]:
+    import tempfile
+
+    config = config.replace(widths=(784, 64, 32, 16, 32, 64, 784), max_epochs=epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train(config, data, Path(tmp) / "run", fused_optimizer=fused)
+    return {"test_accuracy": result.metrics["test_accuracy"],
+            "reconstruction": result.metrics["test_loss"]["reconstruction"],
+            "eigen": result.metrics["test_loss"]["eigen"]}
+
+
+def expected_training(reference: Path, step: dict[str, Any]) -> None:
+    history = json.loads((reference / "history.json").read_text())
+    metrics = json.loads((reference / "metrics.json").read_text())
+    steps_per_epoch = math.ceil(metrics["n_train"] / BATCH)
+    total = 0.0
+    print(f"\nExpected training time for the schedule of {reference} "
+          f"({steps_per_epoch} steps per epoch):")
+    for stage in history["stages"]:
+        n_steps = len(stage["epochs"]) * steps_per_epoch
+        seconds = n_steps * step["stages"][stage["name"]]["step_ms"] / 1e3
+        total += seconds
+        print(f"  {stage['name']:<11} {len(stage['epochs']):3d} epochs  {seconds:6.0f} s")
+    print(f"  total {total:.0f} s of steps ({total / 60:.1f} min; validation and checkpoints "
+          f"extra); that run's recorded wall time: {metrics['wall_s']:.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per stage in (4)")
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--mirror", default=os.environ.get("BASIN_DATA_MIRROR"))
+    parser.add_argument("--reference-run", type=Path, default=None)
+    parser.add_argument("--skip-metrics", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    args = parser.parse_args()
+    for name in ("threads", "repeats", "seeds", "epochs", "train_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU; "
+          f"fastest of {args.repeats} interleaved repeats; load {os.getloadavg()[0]:.1f}")
+    results: dict[str, Any] = {"threads": args.threads, "load_start": os.getloadavg()[0]}
+    results["step"] = section_step(args.repeats)
+    results["projection"] = section_projection(args.repeats)
+    results["scoring"] = section_scoring(max(3, args.repeats // 3))
+    if args.reference_run is not None:
+        expected_training(args.reference_run, results["step"])
+    if not args.skip_metrics:
+        results["metrics"] = section_metrics(args.seeds, args.epochs, args.train_size,
+                                             args.mirror)
+    results["load_end"] = os.getloadavg()[0]
+    print(f"\nload average at the end: {results['load_end']:.1f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
