@@ -131,15 +131,18 @@ def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, thr
 @click.option("--reuse", type=click.Path(file_okay=False), default=None,
               help="A 'basin reproduce attractor-paper' folder whose baseline/ and "
                    "attractor/ runs are evaluated instead of training them.")
-@click.option("--robust-run", type=click.Path(file_okay=False), default=None,
-              help="A finished 'basin train --preset attractor-robust' run to evaluate.")
+@click.option("--robust-run", "robust_runs", multiple=True, metavar="[SYSTEM=]DIR",
+              help="A finished robust training run to evaluate instead of training it, as "
+                   "SYSTEM=DIR (robust, robust-cor, robust-conv; a bare DIR is 'robust'); "
+                   "repeatable.")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="CPU threads for torch (0: torch's default).")
 @seed_option
 @device_option
 @mirror_option
-def robust_attractor(out_dir: str, quick: bool, reuse: str | None, robust_run: str | None,
-                     threads: int, seed: int, device: str | None, mirror: str | None) -> None:
+def robust_attractor(out_dir: str, quick: bool, reuse: str | None,
+                     robust_runs: tuple[str, ...], threads: int, seed: int, device: str | None,
+                     mirror: str | None) -> None:
     """Issue 13: the adversarially trained attractor system beside the paper's networks."""
     from basin.data import DatasetError
     from basin.reproductions.robust_attractor.report import reproduce_robust_attractor
@@ -149,6 +152,23 @@ def robust_attractor(out_dir: str, quick: bool, reuse: str | None, robust_run: s
     run_reproduction(
         lambda dev: reproduce_robust_attractor(out_dir, quick=quick, seed=seed, mirror=mirror,
                                                device=dev, reuse=reuse,
-                                               robust_run=robust_run),
+                                               robust_runs=parse_robust_runs(robust_runs)),
         out_dir=out_dir, device=device, seed=seed, threads=threads,
         errors=(RunExistsError, CheckpointError, DatasetError, ValueError), echo_sanity=True)
+
+
+
+def parse_robust_runs(values: tuple[str, ...]) -> dict[str, str]:
+    """``--robust-run`` values as {system: folder}; a value without ``=`` is ``robust``."""
+    runs: dict[str, str] = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep:
+            name, folder = "robust", value
+        if not name or not folder:
+            raise click.BadParameter(f"expected SYSTEM=DIR or DIR, got {value!r}",
+                                     param_hint="--robust-run")
+        if name in runs:
+            raise click.BadParameter(f"system {name!r} given twice", param_hint="--robust-run")
+        runs[name] = folder
+    return runs

@@ -19,6 +19,7 @@ detectors, attacks and the robust-attractor evaluation take either network.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -48,9 +49,11 @@ class ConvAttractorNet(nn.Module):
 
     arch = "conv"
 
-    def __init__(self, channels: tuple[int, int] | list[int] = (32, 64), code: int = 256,
+    def __init__(self, channels: Sequence[int] = (16, 32), code: int = 256,
                  n_classes: int = 10, output_activation: str = "clamp") -> None:
         super().__init__()
+        if len(channels) != 2:
+            raise ValueError(f"channels: need two channel counts, got {list(channels)}")
         c1, c2 = (int(c) for c in channels)
         if min(c1, c2, code) < 1 or n_classes < 2:
             raise ValueError(f"channels and code must be positive and n_classes >= 2, got "

@@ -38,6 +38,8 @@ from basin.losses.robust import (
     similarity,
 )
 from basin.models.attractor import AttractorNet
+from basin.models.conv_attractor import ConvAttractorNet
+from basin.models.factory import AnyAttractor
 from basin.training.data import TrainData
 from basin.training.robust_config import RobustConfig
 from basin.training.robust_state import load_state, save_state
@@ -84,8 +86,11 @@ def lr_at(config: RobustConfig, epoch: int) -> float:
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def build_robust_model(config: RobustConfig) -> AttractorNet:
+def build_robust_model(config: RobustConfig) -> AnyAttractor:
     torch.manual_seed(config.seed)
+    if config.arch == "conv":
+        return ConvAttractorNet(config.channels, config.code, 10,
+                                output_activation=config.output_activation)
     return AttractorNet(config.widths, 10, output_activation=config.output_activation)
 
 
@@ -94,15 +99,17 @@ def as_images(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], 1, 28, 28) if x.dim() == 2 else x
 
 
-def _id_loss(net: AttractorNet, y: Tensor, sim_weight: float) -> LossFn:
+def _id_loss(net: AnyAttractor, y: Tensor, config: RobustConfig) -> LossFn:
     """The ID attack loss with this batch's labels bound (a closure per batch, so the
     attack never sees a later batch's ``y``)."""
+    cor = config.weights if config.id_attack == "cor" else None
+
     def loss(t: Tensor) -> Tensor:
-        return id_attack_loss(net, t, y, sim_weight=sim_weight)
+        return id_attack_loss(net, t, y, sim_weight=config.attack_sim_weight, cor=cor)
     return loss
 
 
-def train_epoch(net: AttractorNet, optimizer: torch.optim.Optimizer, config: RobustConfig,
+def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: RobustConfig,
                 x_all: Tensor, y_all: Tensor, pool: OutlierPool | None, epoch: int
                 ) -> dict[str, float]:
     """One pass over the training images; returns the mean of every loss term."""
@@ -117,16 +124,16 @@ def train_epoch(net: AttractorNet, optimizer: torch.optim.Optimizer, config: Rob
         x, y = x_all[idx], y_all[idx]
         eps = epsilon_at(config, epoch, step, steps)
         size = config.step_factor * eps / max(1, config.id_steps)
-        x_adv = pgd_linf(_id_loss(net, y, config.attack_sim_weight),
-                         x, eps, config.id_steps, size, gen)
-        o_adv = None
-        if n_out and pool is not None:   # n_out is 0 without a pool
-            o, _ = pool.sample(max(1, round(n_out * len(idx) / config.batch_size)), gen)
-            o_size = config.step_factor * eps / max(1, config.outlier_steps)
-            o_adv = pgd_linf(lambda t: outlier_attack_loss(
-                net, t, conf_weight=config.attack_conf_weight),
-                o, eps, config.outlier_steps, o_size, gen)
-        terms = robust_loss(net, x, x_adv, y, o_adv, config.weights, generator=gen)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            x_adv = pgd_linf(_id_loss(net, y, config), x, eps, config.id_steps, size, gen)
+            o_adv = None
+            if n_out and pool is not None:   # n_out is 0 without a pool
+                o, _ = pool.sample(max(1, round(n_out * len(idx) / config.batch_size)), gen)
+                o_size = config.step_factor * eps / max(1, config.outlier_steps)
+                o_adv = pgd_linf(lambda t: outlier_attack_loss(
+                    net, t, conf_weight=config.attack_conf_weight),
+                    o, eps, config.outlier_steps, o_size, gen)
+            terms = robust_loss(net, x, x_adv, y, o_adv, config.weights, generator=gen)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
@@ -136,7 +143,7 @@ def train_epoch(net: AttractorNet, optimizer: torch.optim.Optimizer, config: Rob
     return {k: (v if k == "epsilon" else v / steps) for k, v in sums.items()}
 
 
-def monitor(net: AttractorNet, config: RobustConfig, val_x: Tensor, val_y: Tensor,
+def monitor(net: AnyAttractor, config: RobustConfig, val_x: Tensor, val_y: Tensor,
             pool: OutlierPool | None) -> dict[str, float]:
     """Cheap held-out checks after an epoch (validation images and a fixed pool draw)."""
     net.eval()
@@ -177,7 +184,7 @@ def monitor(net: AttractorNet, config: RobustConfig, val_x: Tensor, val_y: Tenso
     return out
 
 
-def _start_run(paths: RunPaths, config: RobustConfig, net: AttractorNet,
+def _start_run(paths: RunPaths, config: RobustConfig, net: AnyAttractor,
                data: TrainData, resume: bool) -> None:
     status = ensure_can_start(paths.root, resume)
     if status == "empty":
@@ -227,7 +234,7 @@ def format_entry(entry: dict[str, Any], epochs: int) -> str:
     return f"epoch {entry['epoch']}/{epochs} ({entry['epoch_s']:.0f} s): " + " ".join(parts)
 
 
-def _finish(paths: RunPaths, net: AttractorNet, config: RobustConfig, data: TrainData,
+def _finish(paths: RunPaths, net: AnyAttractor, config: RobustConfig, data: TrainData,
             state: dict[str, Any]) -> dict[str, Any]:
     net.eval()
     metrics: dict[str, Any] = {"wall_s": state["wall_s"], "epochs": state["epoch"],
@@ -248,7 +255,7 @@ def _finish(paths: RunPaths, net: AttractorNet, config: RobustConfig, data: Trai
     return metrics
 
 
-def _accuracy(net: AttractorNet, x: Tensor, y: Tensor) -> float:
+def _accuracy(net: AnyAttractor, x: Tensor, y: Tensor) -> float:
     hits = sum(int((net.logits(x[i:i + 2000]).argmax(1) == y[i:i + 2000]).sum())
                for i in range(0, len(x), 2000))
     return hits / len(x)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import torch
 from basin.report import Report
 from basin.report.figures import iteration_strip, line_plot, score_histograms
 from basin.reproductions.robust_attractor import tables
-from basin.reproductions.robust_attractor.protocol import SYSTEMS, RobustPlan
+from basin.reproductions.robust_attractor.protocol import RobustPlan
 from basin.reproductions.robust_attractor.run import measure
 from basin.robustness.records import Record
 from basin.utils.io import atomic_write_json
@@ -27,7 +28,7 @@ def _figures(report: Report, records: list[Record], arrays: dict[str, Any],
              plan: RobustPlan) -> None:
     eps = [0.0, *plan.epsilons]
     series: dict[str, list[float]] = {}
-    for s in SYSTEMS:
+    for s in plan.systems:
         silent = [tables.find(records, s, condition="clean", dataset="mnist",
                               metric="silent_failure_rate")]
         silent += [tables.find(records, s, condition="worst-case", epsilon=e, dataset="mnist",
@@ -46,16 +47,18 @@ def _figures(report: Report, records: list[Record], arrays: dict[str, Any],
                   "silent_vs_epsilon", "Silent-failure rate (accepted and wrong) of MNIST test "
                   "inputs and acceptance of Fashion-MNIST under the worst case of the suite.")
     top = max(plan.epsilons)
-    robust = arrays["robust"]
-    report.figure(score_histograms(
-        {"MNIST clean": robust["clean"]["id"], f"MNIST worst {top:g}": robust["worst"][top][
-            "id_min"], "Fashion-MNIST clean": robust["clean"]["ood"]["fashion-mnist"],
-         f"Fashion-MNIST worst {top:g}": robust["worst"][top]["ood_max"]["fashion-mnist"]},
-        robust["threshold"], title="robust system: Pearson score, clean vs attacked",
-        xlabel="r(x, G^n(x))"), "robust_scores",
-        "Scores of the robust system: MNIST at their lowest and Fashion-MNIST at their highest "
-        "over every attack run.")
-    for s in SYSTEMS:
+    for s in plan.robust_presets:
+        robust = arrays[s]
+        report.figure(score_histograms(
+            {"MNIST clean": robust["clean"]["id"],
+             f"MNIST worst {top:g}": robust["worst"][top]["id_min"],
+             "Fashion-MNIST clean": robust["clean"]["ood"]["fashion-mnist"],
+             f"Fashion-MNIST worst {top:g}": robust["worst"][top]["ood_max"]["fashion-mnist"]},
+            robust["threshold"], title=f"{s} system: Pearson score, clean vs attacked",
+            xlabel="r(x, G^n(x))"), f"scores_{s}",
+            f"Scores of the {s} system: MNIST at their lowest and Fashion-MNIST at their "
+            "highest over every attack run.")
+    for s in plan.systems:
         flow = arrays[s].get("flow")
         if flow is None:
             continue
@@ -84,7 +87,7 @@ def build_report(results: dict[str, Any], plan: RobustPlan) -> Report:
         f"{plan.score_steps}.")
     report.heading("Headline")
     report.table(*tables.headline(records, plan.epsilons), id="headline")
-    report.heading("Targets of the issue (robust system)")
+    report.heading("Targets of the issue (robust systems)")
     report.table(*tables.targets_table(records), id="targets")
     report.heading("OOD side")
     report.table(*tables.ood_table(records, plan.epsilons), id="ood")
@@ -103,8 +106,11 @@ def build_report(results: dict[str, Any], plan: RobustPlan) -> Report:
 
 
 def summary_lines(records: list[Record]) -> list[str]:
-    _, rows = tables.targets_table(records)
-    return [f"{r[0]}: measured {r[2]} (wanted {r[1]}, {r[3]})" for r in rows]
+    header, rows = tables.targets_table(records)
+    systems = [h.split(":")[0] for h in header[2:]]
+    return [f"{r[0]} (wanted {r[1]}): " + ", ".join(f"{s} {c}" for s, c in
+                                                   zip(systems, r[2:], strict=True))
+            for r in rows]
 
 
 def sanity_lines(records: list[Record]) -> list[str]:
@@ -122,13 +128,15 @@ def sanity_lines(records: list[Record]) -> list[str]:
 def reproduce_robust_attractor(out_dir: str | os.PathLike[str], *, quick: bool = False,
                                seed: int = 0, mirror: PathArg = None,
                                device: torch.device | None = None, reuse: PathArg = None,
-                               robust_run: PathArg = None, plan: RobustPlan | None = None
+                               robust_runs: Mapping[str, PathArg] | None = None,
+                               plan: RobustPlan | None = None
                                ) -> dict[str, Any]:
-    """Train or reuse the three networks, evaluate, write the report; return the summary."""
+    """Train or reuse every system's network, evaluate, write the report; return the
+    summary (one line per target, every robust system)."""
     plan = plan or RobustPlan.make(quick, seed)
     start = time.perf_counter()
     results = measure(out_dir, plan, mirror=mirror, device=device, reuse=reuse,
-                      robust_run=robust_run)
+                      robust_runs=robust_runs)
     report = build_report(results, plan)
     records = results["records"]
     atomic_write_json(Path(out_dir) / "results.json", {

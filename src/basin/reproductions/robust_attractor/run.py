@@ -1,7 +1,7 @@
 """Measure the robust attractor system beside the paper's two networks (issue 13).
 
-``run_robust_attractor`` gets the three networks (trains the robust one into
-``out_dir/robust`` unless given; reuses the paper's from a ``basin reproduce
+``measure`` gets the networks (trains each robust system's into ``out_dir/<system>``
+unless given a finished run; reuses the paper's from a ``basin reproduce
 attractor-paper`` folder, or trains small ones with ``--quick``), calibrates each system's
 threshold on MNIST validation images (95% accepted), runs the suite of :mod:`.suite` at
 every epsilon on the same test inputs, certifies by IBP (:mod:`basin.robustness.certify`),
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from basin.data.outliers import omniglot_parts
 from basin.detectors.base import threshold_for_acceptance
 from basin.metrics import auroc
 from basin.models.attractor import AttractorNet
+from basin.models.factory import AnyAttractor
 from basin.reproductions.robust_attractor.protocol import ACCEPTANCE, OOD_SETS, RobustPlan
 from basin.reproductions.robust_attractor.suite import (
     System,
@@ -57,20 +59,29 @@ def load_sets(plan: RobustPlan, mirror: PathArg) -> dict[str, Any]:
     return {"val_x": val.images, "x": chosen.x, "y": chosen.y, "ood": ood}
 
 
-def get_networks(plan: RobustPlan, out_dir: Path, *, reuse: PathArg, robust_run: PathArg,
-                 mirror: PathArg, device: torch.device) -> tuple[dict[str, AttractorNet],
-                                                                 dict[str, str]]:
-    """The three networks (CPU, eval mode) and where each came from."""
-    nets: dict[str, AttractorNet] = {}
+def get_networks(plan: RobustPlan, out_dir: Path, *, reuse: PathArg,
+                 robust_runs: Mapping[str, PathArg] | None, mirror: PathArg,
+                 device: torch.device) -> tuple[dict[str, AnyAttractor], dict[str, str]]:
+    """Every system's network (CPU, eval mode) and where each came from.
+
+    ``robust_runs`` maps a robust system name to a finished run to evaluate; the others are
+    trained into ``out_dir/<name>`` from their preset (a finished run there is reused)."""
+    nets: dict[str, AnyAttractor] = {}
     where: dict[str, str] = {}
-    if robust_run is not None:
-        where["robust"] = str(robust_run)
-    else:
-        robust_config = ROBUST_PRESETS[plan.robust_preset].replace(
-            **{"seed": plan.seed, **plan.robust_changes})
-        where["robust"] = str(out_dir / "robust")
-        run_robust(robust_config, out_dir / "robust", resume=True, mirror=mirror, quiet=False)
-    nets["robust"] = load_run(where["robust"]).net
+    given = dict(robust_runs or {})
+    unknown = sorted(set(given) - set(plan.robust_presets))
+    if unknown:
+        raise ValueError(f"robust_runs: unknown system(s) {unknown}; the plan's robust "
+                         f"systems are {sorted(plan.robust_presets)}")
+    for name, preset in plan.robust_presets.items():
+        run_dir = given.get(name)
+        if run_dir is None:
+            robust_config = ROBUST_PRESETS[preset].replace(
+                **{"seed": plan.seed, **plan.robust_changes})
+            run_dir = out_dir / name
+            run_robust(robust_config, run_dir, resume=True, mirror=mirror, quiet=False)
+        where[name] = str(run_dir)
+        nets[name] = load_run(where[name]).net
     for name, preset_name in (("baseline", "paper-baseline"), ("attractor", "paper-attractor")):
         if reuse is not None:
             where[name] = str(Path(reuse) / name)
@@ -83,7 +94,7 @@ def get_networks(plan: RobustPlan, out_dir: Path, *, reuse: PathArg, robust_run:
     return nets, where
 
 
-def calibrate(net: AttractorNet, name: str, val_x: Tensor, score_steps: int) -> System:
+def calibrate(net: AnyAttractor, name: str, val_x: Tensor, score_steps: int) -> System:
     system = System(name, net, 0.0, score_steps)
     _, scores = system.answer(val_x)
     system.threshold = threshold_for_acceptance(scores, ACCEPTANCE)
@@ -238,6 +249,10 @@ def _example(id_side: Any) -> Tensor | None:
 
 
 def certify_system(system: System, sets: dict[str, Any], plan: RobustPlan) -> list[Record]:
+    """IBP certificates of the MLP systems (the interval bounds are written for the MLP's
+    layers; a convolutional system gets none, shown as "—")."""
+    if not isinstance(system.net, AttractorNet):
+        return []
     recs = []
     for eps in plan.certify_epsilons:
         cert = certify(system.net, sets["x"], eps, y=sets["y"], score_steps=system.score_steps)
@@ -251,7 +266,7 @@ def certify_system(system: System, sets: dict[str, Any], plan: RobustPlan) -> li
     return recs
 
 
-def transfer_examples(baseline: AttractorNet, x: Tensor, y: Tensor,
+def transfer_examples(baseline: AnyAttractor, x: Tensor, y: Tensor,
                       plan: RobustPlan) -> dict[float, Tensor]:
     """PGD examples crafted on the paper baseline's F, once per epsilon (transfer attack)."""
     return {eps: PGD(make_objective("ce", baseline), eps, steps=plan.pgd_steps,
@@ -274,19 +289,20 @@ def flow_back(system: System, x_clean: Tensor, x_adv: Tensor, steps: int = 8) ->
 
 def measure(out_dir: str | os.PathLike[str], plan: RobustPlan, *, mirror: PathArg = None,
             device: torch.device | None = None, reuse: PathArg = None,
-            robust_run: PathArg = None, log: Any = print) -> dict[str, Any]:
+            robust_runs: Mapping[str, PathArg] | None = None, log: Any = print
+            ) -> dict[str, Any]:
     """Everything the report shows: records, arrays for the figures, timings, provenance."""
     out = Path(out_dir)
     times: dict[str, float] = {}
     start = time.perf_counter()
-    nets, where = get_networks(plan, out, reuse=reuse, robust_run=robust_run, mirror=mirror,
+    nets, where = get_networks(plan, out, reuse=reuse, robust_runs=robust_runs, mirror=mirror,
                                device=device or torch.device("cpu"))
     times["networks"] = time.perf_counter() - start
     sets = load_sets(plan, mirror)
     transfer = transfer_examples(nets["baseline"], sets["x"], sets["y"], plan)
     records: list[Record] = []
     arrays: dict[str, Any] = {}
-    for name in ("robust", "attractor", "baseline"):
+    for name in plan.systems:
         t0 = time.perf_counter()
         system = calibrate(nets[name], name, sets["val_x"], plan.score_steps)
         recs, arrays[name] = evaluate_system(system, sets, plan, transfer, log)

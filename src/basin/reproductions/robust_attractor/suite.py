@@ -35,7 +35,7 @@ from basin.attacks import (
 from basin.attacks.objectives import labels
 from basin.detectors.pearson import pearson_correlation
 from basin.losses.robust import similarity
-from basin.models.attractor import AttractorNet
+from basin.models.factory import AnyAttractor
 from basin.reproductions.robust_attractor.protocol import RobustPlan
 
 
@@ -44,7 +44,7 @@ class System:
     """A thresholded attractor system: classify with F(x), accept on ``r(x, G^n(x))``."""
 
     name: str
-    net: AttractorNet
+    net: AnyAttractor
     threshold: float
     score_steps: int = 1
 

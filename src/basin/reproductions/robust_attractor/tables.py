@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from basin.reproductions.robust_attractor.protocol import OOD_SETS, SYSTEMS, TARGETS
+from basin.reproductions.robust_attractor.protocol import OOD_SETS, PAPER_SYSTEMS, TARGETS
 from basin.robustness.records import Record
 
 Row = list[Any]
@@ -25,6 +25,15 @@ def find(records: Sequence[Record], system: str, **where: Any) -> float | None:
     return hits[0].value if hits else None
 
 
+def systems_in(records: Sequence[Record]) -> list[str]:
+    """The systems of the records, in the order they were measured."""
+    return list(dict.fromkeys(str(r.extra.get("system")) for r in records))
+
+
+def robust_systems_in(records: Sequence[Record]) -> list[str]:
+    return [s for s in systems_in(records) if s not in PAPER_SYSTEMS]
+
+
 def pct(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{100 * value:.{digits}f}"
 
@@ -37,7 +46,7 @@ def headline(records: Sequence[Record], epsilons: Sequence[float]) -> tuple[list
               f"AUROC CIFAR-bw att. {top:g}", f"cert. acc. {top:g}",
               f"cert. AUROC FMNIST {top:g}"]
     rows = []
-    for s in SYSTEMS:
+    for s in systems_in(records):
         thr = find(records, s, condition="clean", metric="threshold")
         rows.append([
             s, pct(find(records, s, condition="clean", metric="accuracy")),
@@ -66,7 +75,7 @@ def ood_table(records: Sequence[Record], epsilons: Sequence[float]
     header = ["system", "OOD set", "AUROC clean", "OOD accepted clean",
               *[f"{e:g}: AUROC OOD att. / both att. / OOD accepted" for e in epsilons]]
     rows = []
-    for s in SYSTEMS:
+    for s in systems_in(records):
         for d in OOD_SETS:
             cells = [f"{pct(find(records, s, condition='worst-case', epsilon=e, dataset=d, side='ood', metric='auroc'))} / "  # noqa: E501
                      f"{pct(find(records, s, condition='worst-case', epsilon=e, dataset=d, side='both', metric='auroc'))} / "  # noqa: E501
@@ -87,7 +96,7 @@ def runs_table(records: Sequence[Record], epsilons: Sequence[float]
                     and r.condition not in ("worst-case", "clean")})
     header = ["system", "epsilon", *names, "worst case"]
     rows = []
-    for s in SYSTEMS:
+    for s in systems_in(records):
         for e in epsilons:
             cells = [f"{pct(find(records, s, condition=n, epsilon=e, metric='accuracy'))} / "
                      f"{pct(find(records, s, condition=n, epsilon=e, metric='silent_failure_rate'))}"  # noqa: E501
@@ -101,7 +110,7 @@ def certified_table(records: Sequence[Record], epsilons: Sequence[float]
     header = ["system", "epsilon", "cert. correct", "cert. accepted", "cert. accuracy",
               *[f"GAUC {d}" for d in OOD_SETS]]
     rows = []
-    for s in SYSTEMS:
+    for s in systems_in(records):
         for e in epsilons:
             rows.append([s, f"{e:g}", *[pct(find(records, s, condition="certified", epsilon=e,
                                                  dataset="mnist", metric=m))
@@ -122,24 +131,31 @@ def sanity_table(records: Sequence[Record]) -> tuple[list[str], list[Row]]:
 
 
 def targets_table(records: Sequence[Record]) -> tuple[list[str], list[Row]]:
-    """The issue's targets against the robust system's measured numbers."""
-    measured = {
-        "clean_accuracy": find(records, "robust", condition="clean", metric="accuracy"),
-        "silent_failure_0.3": find(records, "robust", condition="worst-case", epsilon=0.3,
-                                   dataset="mnist", metric="silent_failure_rate"),
-        "auroc_fashion-mnist_0.3": find(records, "robust", condition="worst-case",
-                                        epsilon=0.3, dataset="fashion-mnist", side="ood",
-                                        metric="auroc"),
-        "auroc_cifar10-bw_0.3": find(records, "robust", condition="worst-case", epsilon=0.3,
-                                     dataset="cifar10-bw", side="ood", metric="auroc"),
-        "certified_auroc_fashion-mnist_0.3": find(records, "robust", condition="certified",
-                                                  epsilon=0.3, dataset="fashion-mnist",
-                                                  metric="certified_auroc")}
+    """The issue's targets against each robust system's measured numbers."""
+    def measured(s: str) -> dict[str, float | None]:
+        return {
+            "clean_accuracy": find(records, s, condition="clean", metric="accuracy"),
+            "silent_failure_0.3": find(records, s, condition="worst-case", epsilon=0.3,
+                                       dataset="mnist", metric="silent_failure_rate"),
+            "auroc_fashion-mnist_0.3": find(records, s, condition="worst-case", epsilon=0.3,
+                                            dataset="fashion-mnist", side="ood",
+                                            metric="auroc"),
+            "auroc_cifar10-bw_0.3": find(records, s, condition="worst-case", epsilon=0.3,
+                                         dataset="cifar10-bw", side="ood", metric="auroc"),
+            "certified_auroc_fashion-mnist_0.3": find(records, s, condition="certified",
+                                                      epsilon=0.3, dataset="fashion-mnist",
+                                                      metric="certified_auroc")}
+
+    systems = robust_systems_in(records)
+    values = {s: measured(s) for s in systems}
     rows = []
     for key, target in TARGETS.items():
-        value = measured[key]
         lower_better = key.startswith("silent")
-        met = None if value is None else (value <= target if lower_better else value >= target)
-        rows.append([key, ("<= " if lower_better else ">= ") + pct(target), pct(value),
-                     "—" if met is None else ("met" if met else "not met")])
-    return ["target", "wanted", "measured", "status"], rows
+        cells = []
+        for s in systems:
+            value = values[s][key]
+            met = None if value is None else (value <= target if lower_better
+                                              else value >= target)
+            cells.append(f"{pct(value)} ({'—' if met is None else 'met' if met else 'not met'})")
+        rows.append([key, ("<= " if lower_better else ">= ") + pct(target), *cells])
+    return ["target", "wanted", *[f"{s}: measured (status)" for s in systems]], rows
