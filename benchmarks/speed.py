@@ -32,16 +32,19 @@ import json
 import math
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from basin.detectors.pearson import PearsonDetector
 from basin.detectors.reject import RejectOptionClassifier
+from basin.models.airbench import AirbenchNet
 from basin.training import PRESETS, TrainConfig, TrainData, build_model, load_train_data, train
 from basin.training.stages import build_stage
 from basin.training.trainer import _loss, _loss_weights, make_optimizer, train_step
@@ -177,8 +180,6 @@ def section_scoring(repeats: int, n_images: int = 1000) -> dict[str, Any]:
 
 def short_run(preset: str, seed: int, fused: bool, data: TrainData, epochs: int,
               train_size: int) -> dict[str, Any]:
-    import tempfile  # stdlib only; kept beside its one use
-
     config = PRESETS[preset].replace(seed=seed, train_size=train_size, val_size=1000,
                                      max_epochs=epochs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,14 +224,69 @@ def section_metrics(seeds: int, epochs: int, train_size: int,
 
 def short_run_toy(config: TrainConfig, fused: bool, data: TrainData,
                   epochs: int) -> dict[str, Any]:
-    import tempfile
-
     config = config.replace(widths=(784, 64, 32, 16, 32, 64, 784), max_epochs=epochs)
     with tempfile.TemporaryDirectory() as tmp:
         result = train(config, data, Path(tmp) / "run", fused_optimizer=fused)
     return {"test_accuracy": result.metrics["test_accuracy"],
             "reconstruction": result.metrics["test_loss"]["reconstruction"],
             "eigen": result.metrics["test_loss"]["eigen"]}
+
+
+# The recorded fp32 attack stages of the full feature-recon run (README: --threads 2, partly
+# shared with other jobs), 10-class and 6-class backbone, and the rest of that run.
+FR_RECORDED_ATTACK_S = (1981.0, 1689.0)
+FR_RECORDED_TOTAL_S = 89 * 60.0
+
+
+def section_feature_recon(repeats: int, batch: int = 64) -> dict[str, Any]:
+    """Projected, not rerun: the recorded attack stage scaled by timed step ratios."""
+    print(f"\n(5) feature-recon attack stage, PROJECTED (not rerun): the recorded fp32 stage "
+          f"scaled by step-time ratios (airbench input-gradient step, batch {batch})")
+    model = AirbenchNet().eval().requires_grad_(False)  # an attack needs the input's gradient
+    x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def attack_step(xin: Tensor, bf16: bool) -> Callable[[], Any]:
+        def step() -> None:
+            xs = xin.clone().requires_grad_(True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(xs).float().logsumexp(1).sum()
+            loss.backward()
+
+        return step
+
+    times: dict[str, float] = {}
+    # the weights follow the input's layout (as backbone training does): one block per layout
+    for layout_name, layout in (("NCHW", torch.contiguous_format),
+                                ("channels_last", torch.channels_last)):
+        model.to(memory_format=layout)  # type: ignore[call-overload]
+        xin = x.contiguous(memory_format=layout)
+        block = {f"fp32 {layout_name}": attack_step(xin, False), "matmul": matmul_step()}
+        if layout_name == "channels_last":
+            block["bf16 channels_last"] = attack_step(xin, True)
+        measured = interleaved(block, repeats)
+        times[f"matmul {layout_name}"] = measured.pop("matmul")
+        times.update(measured)
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    with FlopCounterMode(display=False) as counter:
+        attack_step(x, False)()
+    flops = counter.get_total_flops()
+    floor = flops / (2 * MATMUL_SIZE ** 3 / times["matmul NCHW"])
+    recorded, base = sum(FR_RECORDED_ATTACK_S), times["fp32 NCHW"]
+    rest = FR_RECORDED_TOTAL_S - recorded
+    out: dict[str, Any] = {"gflop_per_step": flops / 1e9, "floor_ms": floor * 1e3}
+    print(f"  step {flops / 1e9:.1f} GFLOP; fp32 matmul floor {floor * 1e3:.0f} ms; recorded "
+          f"attack stages {recorded / 60:.1f} min, the rest of the run {rest / 60:.1f} min")
+    for name in ("fp32 NCHW", "fp32 channels_last", "bf16 channels_last"):
+        projected = recorded * times[name] / base
+        out[name] = {"step_ms": times[name] * 1e3, "projected_attack_s": projected}
+        print(f"  {name:<19} {times[name] * 1e3:7.0f} ms/step ({times[name] / base:.2f}x) -> "
+              f"attacks ~{projected / 60:5.1f} min, run ~{(rest + projected) / 60:5.1f} min "
+              f"(target 45 min with fp32 attacks)")
+    at_floor = recorded * floor / base
+    print(f"  fp32 at the matmul floor: attacks ~{at_floor / 60:.1f} min, run "
+          f"~{(rest + at_floor) / 60:.1f} min")
+    out["floor_projected_attack_s"] = at_floor
+    return out
 
 
 def expected_training(reference: Path, step: dict[str, Any]) -> None:
@@ -259,6 +315,8 @@ def main() -> None:
     parser.add_argument("--mirror", default=os.environ.get("BASIN_DATA_MIRROR"))
     parser.add_argument("--reference-run", type=Path, default=None)
     parser.add_argument("--skip-metrics", action="store_true")
+    parser.add_argument("--feature-recon", action="store_true",
+                        help="also project the feature-recon attack stage (5)")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     args = parser.parse_args()
     for name in ("threads", "repeats", "seeds", "epochs", "train_size"):
@@ -271,6 +329,8 @@ def main() -> None:
     results["step"] = section_step(args.repeats)
     results["projection"] = section_projection(args.repeats)
     results["scoring"] = section_scoring(max(3, args.repeats // 3))
+    if args.feature_recon:
+        results["feature_recon"] = section_feature_recon(max(3, args.repeats // 6))
     if args.reference_run is not None:
         expected_training(args.reference_run, results["step"])
     if not args.skip_metrics:
