@@ -18,12 +18,14 @@ from basin.losses.robust import (
     id_attack_loss,
     robust_loss,
     silent_log_prob,
+    similarity,
 )
 from basin.models.attractor import AttractorNet
 from basin.models.conv_attractor import ConvAttractorNet
 from basin.models.factory import build_attractor
+from basin.robustness.certify import certify, decoder_box, encoder_box, input_box
 from basin.training.data import TrainData, toy_split
-from basin.training.robust import as_images, train_robust
+from basin.training.robust import as_images, pgd_linf, train_robust
 from basin.training.robust_config import ROBUST_PRESETS, RobustConfig
 from basin.training.run import load_run
 from basin.utils.io import CheckpointError
@@ -158,3 +160,30 @@ def test_parse_robust_runs() -> None:
         parse_robust_runs(("runs/a", "robust=runs/b"))
     with pytest.raises(click.BadParameter, match="SYSTEM=DIR"):
         parse_robust_runs(("=runs/a",))
+
+
+def test_conv_interval_bounds_are_sound_and_exact_on_a_point() -> None:
+    """IBP through the convolutional network: at radius 0 the boxes are the values; at a
+    small radius every random point of the ball and a PGD point on the score stay inside."""
+    torch.manual_seed(0)
+    net = ConvAttractorNet((4, 8), 16, output_activation="sigmoid").double()
+    x = torch.rand(6, 1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        code_lo, code_hi = encoder_box(net, input_box(x, 0.0))
+        assert torch.allclose(code_lo, net.encode(x)) and torch.allclose(code_hi, code_lo)
+        rec_lo, _ = decoder_box(net, (code_lo, code_hi))
+        assert torch.allclose(rec_lo, net.reconstruct(x).flatten(1))
+    eps = 0.002
+    cert = certify(net, x.float(), eps)
+    (code_lo, code_hi) = encoder_box(net, input_box(x, eps))
+    g = torch.Generator().manual_seed(1)
+    points = [(x + eps * (2 * torch.rand(x.shape, generator=g, dtype=torch.float64) - 1))
+              .clamp(0, 1) for _ in range(30)]
+    points.append(pgd_linf(lambda t: similarity(net, t), x, eps, 10, eps / 4, g))
+    for point in points:
+        with torch.no_grad():
+            code = net.encode(point)
+            r = similarity(net, point).float()
+        assert bool(((code >= code_lo - 1e-9) & (code <= code_hi + 1e-9)).all())
+        assert bool(((r >= cert.score_lower - 1e-5) & (r <= cert.score_upper + 1e-5)).all())
+    assert bool((code_hi - code_lo).max() > 0)   # the box did widen: the check is not vacuous

@@ -2,10 +2,10 @@
 and the Pearson acceptance score over an L-inf ball.
 
 For an input ``x`` and radius eps the ball is the box ``[max(x - eps, 0), min(x + eps, 1)]``.
-IBP (Gowal et al. 2018) carries a box through each layer: a linear layer maps centre ``c``
-and radius ``r`` to ``W c + b`` and ``|W| r``; ReLU, clamp and sigmoid are monotone and map
-the box ends. Everything below is *sound* (every point of the ball lies inside the bounds),
-and loose: nothing here is tightened by the dependencies between the boxes.
+IBP (Gowal et al. 2018) carries a box through each layer: a linear (or convolutional) layer
+maps centre ``c`` and radius ``r`` to ``W c + b`` and ``|W| r``; ReLU, clamp and sigmoid are
+monotone and map the box ends. Everything below is *sound* (every point of the ball lies
+inside the bounds), and loose: nothing here is tightened by the dependencies between the boxes.
 
 - **Classification**: the logit differences ``z_y - z_j`` are bounded through the head as one
   linear map ``(W_y - W_j)`` of the bottleneck box (tighter than subtracting two logit
@@ -27,12 +27,16 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from basin.metrics import auroc
-from basin.models.attractor import AttractorNet, apply_activation
+from basin.models.attractor import apply_activation
+from basin.models.conv_attractor import IMAGE_SHAPE, ConvAttractorNet
+from basin.models.factory import AnyAttractor
 
 Box = tuple[Tensor, Tensor]
 
@@ -68,13 +72,54 @@ def activation_box(name: str, box: Box) -> Box:
     return apply_activation(name, box[0]), apply_activation(name, box[1])
 
 
-def encoder_box(net: AttractorNet, box: Box) -> Box:
+def module_box(module: nn.Module, box: Box) -> Box:
+    """IBP through one layer of a convolutional network (boxes in the layer's own shapes):
+    an affine layer maps the centre through itself and the radius through its ``|W|``
+    without bias; ReLU maps the ends; reshapes reshape both ends."""
+    lo, hi = box
+    if isinstance(module, nn.Linear):
+        return linear_box(module, box)
+    if isinstance(module, nn.ReLU):
+        return activation_box("relu", box)
+    if isinstance(module, nn.Flatten | nn.Unflatten):
+        return module(lo), module(hi)
+    centre, radius = (hi + lo) / 2, (hi - lo) / 2
+    if isinstance(module, nn.Conv2d):
+        mid = module(centre)
+        rad = F.conv2d(radius, module.weight.abs(), None, module.stride, module.padding,
+                       module.dilation, module.groups)
+    elif isinstance(module, nn.ConvTranspose2d):
+        mid = module(centre)
+        # ConvTranspose2d's padding is typed str | tuple (the str form is Conv2d's only)
+        padding = cast(tuple[int, ...], module.padding)
+        rad = F.conv_transpose2d(radius, module.weight.abs(), None, module.stride, padding,
+                                 module.output_padding, module.groups, module.dilation)
+    else:
+        raise TypeError(f"module: IBP supports Linear, Conv2d, ConvTranspose2d, ReLU, "
+                        f"Flatten and Unflatten, got {type(module).__name__}")
+    return mid - rad, mid + rad
+
+
+def encoder_box(net: AnyAttractor, box: Box) -> Box:
+    """Bounds of the bottleneck code over a flat input box."""
+    if isinstance(net, ConvAttractorNet):
+        shape = (box[0].shape[0], *IMAGE_SHAPE)
+        box = box[0].reshape(shape), box[1].reshape(shape)
+        for module in net.encoder:
+            box = module_box(module, box)
+        return box
     for layer in net.encoder:
         box = activation_box("relu", linear_box(_as_linear(layer), box))
     return box
 
 
-def decoder_box(net: AttractorNet, box: Box) -> Box:
+def decoder_box(net: AnyAttractor, box: Box) -> Box:
+    """Bounds of the flat reconstruction over a code box."""
+    if isinstance(net, ConvAttractorNet):
+        for module in net.decoder:
+            box = module_box(module, box)
+        lo, hi = activation_box(net.output_activation, box)
+        return lo.flatten(1), hi.flatten(1)
     last = len(net.decoder) - 1
     for i, layer in enumerate(net.decoder):
         box = activation_box(net.output_activation if i == last else "relu",
@@ -82,7 +127,7 @@ def decoder_box(net: AttractorNet, box: Box) -> Box:
     return box
 
 
-def margin_lower_bounds(net: AttractorNet, code_box: Box, y: Tensor) -> Tensor:
+def margin_lower_bounds(net: AnyAttractor, code_box: Box, y: Tensor) -> Tensor:
     """Lower bounds of ``z_y - z_j`` over the bottleneck box, (N, K), +inf at j = y."""
     lo, hi = code_box
     centre, radius = (hi + lo) / 2, (hi - lo) / 2
@@ -161,7 +206,7 @@ class Certificate:
 
 
 @torch.no_grad()
-def certify(net: AttractorNet, x: Tensor, epsilon: float, *, y: Tensor | None = None,
+def certify(net: AnyAttractor, x: Tensor, epsilon: float, *, y: Tensor | None = None,
             score_steps: int = 1, batch_size: int = 500) -> Certificate:
     """IBP bounds of the classifier ``F(x)`` (if labels ``y`` are given) and of
     ``r(x, G^score_steps(x))`` over the ball of radius ``epsilon`` around each input."""

@@ -24,7 +24,6 @@ from basin.data import load_dataset
 from basin.data.outliers import omniglot_parts
 from basin.detectors.base import threshold_for_acceptance
 from basin.metrics import auroc
-from basin.models.attractor import AttractorNet
 from basin.models.factory import AnyAttractor
 from basin.reproductions.robust_attractor.protocol import ACCEPTANCE, OOD_SETS, RobustPlan
 from basin.reproductions.robust_attractor.suite import (
@@ -249,10 +248,7 @@ def _example(id_side: Any) -> Tensor | None:
 
 
 def certify_system(system: System, sets: dict[str, Any], plan: RobustPlan) -> list[Record]:
-    """IBP certificates of the MLP systems (the interval bounds are written for the MLP's
-    layers; a convolutional system gets none, shown as "—")."""
-    if not isinstance(system.net, AttractorNet):
-        return []
+    """IBP certificates of the system's classification and acceptance at each radius."""
     recs = []
     for eps in plan.certify_epsilons:
         cert = certify(system.net, sets["x"], eps, y=sets["y"], score_steps=system.score_steps)
