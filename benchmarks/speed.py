@@ -1,25 +1,32 @@
 """Speed of the attractor reproduction's hot paths, each ratio printed with its target (issue 16).
 
-Usage: ``python benchmarks/speed.py [--threads 1] [--repeats 30] [--seeds 3]
-[--mirror DIR] [--reference-run runs/attractor-paper/baseline] [--skip-metrics]``.
+Usage: ``python benchmarks/speed.py [--threads 1] [--repeats 30] [--seeds 3] [--epochs 3]
+[--train-size 2000] [--mirror DIR] [--reference-run runs/attractor-paper/baseline]
+[--feature-recon] [--skip-metrics] [--json FILE]``.
 
 Everything is measured side by side in one process, the contenders interleaved round-robin
 and the fastest repeat kept, so that load from other processes on a shared machine hits them
 alike (the ratios are the numbers to read; absolute times are upper bounds):
 
-1. A training step (``basin.training.trainer.train_step``: forward, loss, backward, Adam) of
+1. A training step (``basin.training.step.train_step``: forward, loss, backward, Adam) of
    the 784-500-300-300-300-500-784 network at batch 64 against the machine's floor for the
    same work: the step's matmul FLOPs (counted by ``torch.utils.flop_counter``) divided by a
-   plain 2048^3 fp32 matmul's FLOP/s on the same threads. Target: within 2x. The same for
-   each pretraining stage, and the per-tensor Adam beside the fused one (the change).
+   plain 1024^3 fp32 matmul's FLOP/s (timed in the same round-robin). Target: within 2x. The
+   same for each pretraining stage, and the reference kernels (per-tensor Adam) beside the
+   fast ones.
 2. The ``projection`` (k = 1) attractor step over the plain (baseline) step, both full
-   training steps. Target: <= 2.0x. Forward + backward alone is printed too.
+   training steps. Target: <= 2.0x. Forward + backward alone, and the reference kernels (the
+   code before), are printed too.
 3. Scoring with n iterations of G: ``PearsonDetector.score`` (n applications of G + Pearson)
    over n plain forwards of G, and the reject-option prediction (score + classification)
    over n + 1 plain forwards. Target: <= 1.2x.
-4. Arithmetic-changing speed-ups (the fused Adam): short MNIST trainings (or the toy problem
-   without a mirror) of the baseline and the projection attractor with the per-tensor and
-   the fused Adam over ``--seeds`` seeds, test metrics side by side with the seed spread.
+4. Arithmetic-changing speed-ups (``basin.training.step``: fused Adam, forward and tangents
+   in shared products): short MNIST trainings (the toy problem without a mirror) of the
+   baseline and the projection attractor on the reference and the fast kernels over
+   ``--seeds`` seeds, test metrics side by side with the seed spread.
+5. (``--feature-recon``) the feature-recon attack stage, projected (not rerun) from the
+   recorded fp32 stage and timed airbench input-gradient steps (NCHW, channels_last, bf16)
+   and the fp32 matmul floor.
 
 With ``--reference-run`` (a finished ``paper-baseline`` run) the measured step times are
 multiplied by that run's steps per stage: the training time to expect for the same schedule.
@@ -47,7 +54,8 @@ from basin.detectors.reject import RejectOptionClassifier
 from basin.models.airbench import AirbenchNet
 from basin.training import PRESETS, TrainConfig, TrainData, build_model, load_train_data, train
 from basin.training.stages import build_stage
-from basin.training.trainer import _loss, _loss_weights, make_optimizer, train_step
+from basin.training.step import make_optimizer, stage_loss, train_step
+from basin.training.trainer import _loss_weights
 
 BATCH = 64
 MATMUL_SIZE = 1024
@@ -74,7 +82,7 @@ def verdict(ratio: float, target: float) -> str:
 class StepBench:
     """A stage's training step on a fixed random MNIST-shaped batch, as the trainer runs it."""
 
-    def __init__(self, preset: str, stage_index: int, fused: bool, seed: int = 0) -> None:
+    def __init__(self, preset: str, stage_index: int, fast: bool, seed: int = 0) -> None:
         self.config = PRESETS[preset].replace(seed=seed)
         net, heads = build_model(self.config)
         self.stage = build_stage(net, heads, stage_index, self.config.learning_rates)
@@ -83,18 +91,20 @@ class StepBench:
         self.h = self.stage.inputs(x, BATCH)
         self.y = torch.randint(0, 10, (BATCH,), generator=gen)
         self.weights = _loss_weights(self.config)
+        self.fast = fast
         self.optimizer = make_optimizer(list(self.stage.parameters()), self.stage.lr,
-                                        fused=fused)
+                                        fast=fast)
         self.noise = torch.Generator().manual_seed(seed + 1)
 
     def step(self) -> None:
         train_step(self.stage, self.h, self.y, self.optimizer, self.config, self.weights,
-                   self.noise)
+                   self.noise, fast=self.fast)
 
     def forward_backward(self) -> None:
         for p in self.stage.parameters():
             p.grad = None
-        _loss(self.stage, self.h, self.y, self.config, self.weights, self.noise).total.backward()
+        stage_loss(self.stage, self.h, self.y, self.config, self.weights, self.noise,
+                   fast=self.fast).total.backward()
 
     def flops(self) -> int:
         with FlopCounterMode(display=False) as counter:
@@ -126,25 +136,32 @@ def section_step(repeats: int) -> dict[str, Any]:
         fused_t, loop_t = times[str((idx, True))], times[str((idx, False))]
         name = bench.stage.name
         print(f"  {name:<11} {flops / 1e6:6.1f} MFLOP  floor {floor * 1e3:5.2f} ms  "
-              f"step {fused_t * 1e3:6.2f} ms (per-tensor Adam {loop_t * 1e3:6.2f} ms)  "
+              f"step {fused_t * 1e3:6.2f} ms (reference kernels {loop_t * 1e3:6.2f} ms)  "
               f"step/floor {verdict(fused_t / floor, 2.0)}; before {loop_t / floor:.2f}x")
         out["stages"][name] = {"mflop": flops / 1e6, "floor_ms": floor * 1e3,
-                               "step_ms": fused_t * 1e3, "per_tensor_adam_ms": loop_t * 1e3}
+                               "step_ms": fused_t * 1e3, "reference_kernels_ms": loop_t * 1e3}
     return out
 
 
 def section_projection(repeats: int) -> dict[str, float]:
     print("\n(2) projection (k = 1) attractor step vs the plain step, fine-tuning, batch 64")
-    plain, proj = StepBench("paper-baseline", 3, True), StepBench("attractor-full", 3, True)
-    times = interleaved({"plain": plain.step, "projection": proj.step,
-                         "plain fb": plain.forward_backward,
-                         "projection fb": proj.forward_backward}, repeats)
+    benches = {"plain": StepBench("paper-baseline", 3, True),
+               "projection": StepBench("attractor-full", 3, True),
+               "plain (reference kernels)": StepBench("paper-baseline", 3, False),
+               "projection (reference kernels)": StepBench("attractor-full", 3, False)}
+    steps: dict[str, Callable[[], Any]] = {k: b.step for k, b in benches.items()}
+    steps.update({f"{k} fb": benches[k].forward_backward for k in ("plain", "projection")})
+    times = interleaved(steps, repeats)
     ratio, fb = times["projection"] / times["plain"], times["projection fb"] / times["plain fb"]
+    before = times["projection (reference kernels)"] / times["plain (reference kernels)"]
     print(f"  training step: plain {times['plain'] * 1e3:.2f} ms, projection "
           f"{times['projection'] * 1e3:.2f} ms -> {verdict(ratio, 2.0)}")
     print(f"  forward + backward only: {times['plain fb'] * 1e3:.2f} ms vs "
           f"{times['projection fb'] * 1e3:.2f} ms -> {fb:.2f}x")
-    return {"step_ratio": ratio, "forward_backward_ratio": fb,
+    print(f"  reference kernels (the code before): "
+          f"{times['plain (reference kernels)'] * 1e3:.2f} ms vs "
+          f"{times['projection (reference kernels)'] * 1e3:.2f} ms -> {before:.2f}x")
+    return {"step_ratio": ratio, "forward_backward_ratio": fb, "reference_ratio": before,
             **{f"{k}_ms": v * 1e3 for k, v in times.items()}}
 
 
@@ -178,13 +195,13 @@ def section_scoring(repeats: int, n_images: int = 1000) -> dict[str, Any]:
     return out
 
 
-def short_run(preset: str, seed: int, fused: bool, data: TrainData, epochs: int,
+def short_run(preset: str, seed: int, fast: bool, data: TrainData, epochs: int,
               train_size: int) -> dict[str, Any]:
     config = PRESETS[preset].replace(seed=seed, train_size=train_size, val_size=1000,
                                      max_epochs=epochs)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = train(config, data, Path(tmp) / "run", fused_optimizer=fused)
+        result = train(config, data, Path(tmp) / "run", fast_kernels=fast)
         wall = time.perf_counter() - start
     metrics = result.metrics
     return {"test_accuracy": metrics["test_accuracy"],
@@ -195,8 +212,9 @@ def short_run(preset: str, seed: int, fused: bool, data: TrainData, epochs: int,
 def section_metrics(seeds: int, epochs: int, train_size: int,
                     mirror: str | None) -> dict[str, Any]:
     dataset = "mnist" if mirror else "toy"
-    print(f"\n(4) fused vs per-tensor Adam: {dataset}, {train_size} training images, "
-          f"{epochs} epochs per stage, seeds 0..{seeds - 1}, test metrics")
+    print(f"\n(4) fast (fused Adam, joint tangents) vs reference kernels: {dataset}, "
+          f"{train_size} training images, {epochs} epochs per stage, seeds 0..{seeds - 1}, "
+          "test metrics")
     out: dict[str, Any] = {}
     for preset in ("paper-baseline", "attractor-full"):
         runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
@@ -204,29 +222,29 @@ def section_metrics(seeds: int, epochs: int, train_size: int,
             base = PRESETS[preset].replace(seed=seed, train_size=train_size, val_size=1000,
                                            dataset=dataset)
             data = load_train_data(base, mirror=mirror, verify=False)
-            for fused in (False, True):
-                runs[fused].append(short_run(preset, seed, fused, data, epochs, train_size)
-                                   if dataset == "mnist" else
-                                   short_run_toy(base, fused, data, epochs))
-        out[preset] = {"fused": runs[True], "per_tensor": runs[False]}
+            for fast in (False, True):
+                runs[fast].append(short_run(preset, seed, fast, data, epochs, train_size)
+                                  if dataset == "mnist" else
+                                  short_run_toy(base, fast, data, epochs))
+        out[preset] = {"fast": runs[True], "reference": runs[False]}
         for metric in ("test_accuracy", "reconstruction", "eigen"):
             a = [r[metric] for r in runs[False]]
             b = [r[metric] for r in runs[True]]
             spread = statistics.stdev(a) if len(a) > 1 else float("nan")
             gap = abs(statistics.mean(b) - statistics.mean(a))
             worst = max(abs(x - y) for x, y in zip(a, b, strict=True))
-            print(f"  {preset:<15} {metric:<14} per-tensor {statistics.mean(a):.5f}  fused "
+            print(f"  {preset:<15} {metric:<14} reference {statistics.mean(a):.5f}  fast "
                   f"{statistics.mean(b):.5f}  |mean gap| {gap:.2e}  largest same-seed gap "
                   f"{worst:.2e}  seed std {spread:.2e}  -> "
                   f"{'within' if gap <= spread else 'BEYOND'} seed noise")
     return out
 
 
-def short_run_toy(config: TrainConfig, fused: bool, data: TrainData,
+def short_run_toy(config: TrainConfig, fast: bool, data: TrainData,
                   epochs: int) -> dict[str, Any]:
     config = config.replace(widths=(784, 64, 32, 16, 32, 64, 784), max_epochs=epochs)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(config, data, Path(tmp) / "run", fused_optimizer=fused)
+        result = train(config, data, Path(tmp) / "run", fast_kernels=fast)
     return {"test_accuracy": result.metrics["test_accuracy"],
             "reconstruction": result.metrics["test_loss"]["reconstruction"],
             "eigen": result.metrics["test_loss"]["eigen"]}

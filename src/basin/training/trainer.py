@@ -10,8 +10,8 @@ global random state (data order and projection noise are drawn from generators s
 
 Throughput: the data live on the training device as tensors, batches are index slices of a
 ``randperm`` (no DataLoader), inputs of a pretraining stage are computed once per stage,
-validation runs in large batches without gradients, and Adam is the fused single-kernel
-implementation (``make_optimizer``; ``benchmarks/speed.py`` measures each of these).
+validation runs in large batches without gradients, and the step's kernels are the fast
+ones of ``basin.training.step`` unless ``fast_kernels=False`` (``benchmarks/speed.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from basin.losses import LossWeights, attractor_loss, run_stack
+from basin.losses import LossWeights
 from basin.models.attractor import AttractorNet
 from basin.training.checkpoint import (
     Progress,
@@ -46,6 +46,7 @@ from basin.training.run import (
     read_run_config,
 )
 from basin.training.stages import Stage, build_stage, make_stage_heads, stage_order
+from basin.training.step import KERNELS, make_optimizer, stage_loss, train_step
 from basin.utils.device import resolve_device
 from basin.utils.io import (
     CheckpointError,
@@ -100,39 +101,8 @@ def build_model(config: TrainConfig) -> tuple[AttractorNet, nn.ModuleList]:
     return net, heads
 
 
-def make_optimizer(params: list[nn.Parameter], lr: float, *, fused: bool = True
-                   ) -> torch.optim.Adam:
-    """The stage's Adam. ``fused``: one pass over memory for all parameters instead of about
-    ten elementwise passes per tensor (Adam is memory-bound; ``benchmarks/speed.py``). Its
-    rounding differs from the per-tensor loop (~1e-8 per step): ``fused=False`` reproduces
-    runs made before bit for bit; the choice is recorded in the run's config.json."""
-    if fused:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    return torch.optim.Adam(params, lr=lr)  # torch's CPU default: the per-tensor loop
-
-
 def _loss_weights(config: TrainConfig) -> LossWeights:
     return LossWeights(*config.weights)
-
-
-def _loss(stage: Stage, h: Tensor, y: Tensor, config: TrainConfig, weights: Any,
-          generator: torch.Generator | None) -> Any:
-    forward = run_stack(stage.stack, h)
-    return attractor_loss(stage.stack, h, h, stage.logits_from(forward.activations), y,
-                          weights, jacobian=config.jacobian, projections=config.projections,
-                          generator=generator, forward=forward,
-                          mse_reduction=config.mse_reduction)
-
-
-def train_step(stage: Stage, h: Tensor, y: Tensor, optimizer: torch.optim.Optimizer,
-               config: TrainConfig, weights: Any, generator: torch.Generator | None) -> Any:
-    """One optimisation step of ``stage`` on the batch (h, y); returns its loss terms (what
-    ``benchmarks/speed.py`` times as "a training step")."""
-    terms = _loss(stage, h, y, config, weights, generator)
-    optimizer.zero_grad(set_to_none=True)
-    terms.total.backward()
-    optimizer.step()
-    return terms
 
 
 def _term_vector(terms: Any, device: torch.device) -> Tensor:
@@ -151,14 +121,15 @@ def _projection_generator(config: TrainConfig, weights: Any, stage: int, epoch: 
 
 
 def _train_epoch(stage: Stage, h: Tensor, y: Tensor, optimizer: torch.optim.Optimizer,
-                 config: TrainConfig, weights: Any, epoch: int, bar: tqdm) -> dict[str, float]:
+                 config: TrainConfig, weights: Any, epoch: int, bar: tqdm,
+                 fast: bool) -> dict[str, float]:
     order_gen = torch.Generator().manual_seed(
         derive_seed(config.seed, stage.index, epoch, _ORDER))
     order = torch.randperm(len(h), generator=order_gen).to(h.device)
     noise = _projection_generator(config, weights, stage.index, epoch, _PROJECTION)
     sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64, device=h.device)
     for step, idx in enumerate(order.split(config.batch_size)):
-        terms = train_step(stage, h[idx], y[idx], optimizer, config, weights, noise)
+        terms = train_step(stage, h[idx], y[idx], optimizer, config, weights, noise, fast=fast)
         sums += _term_vector(terms, h.device) * len(idx)
         bar.update(1)
         if step % 50 == 0 and not bar.disable:
@@ -167,7 +138,8 @@ def _train_epoch(stage: Stage, h: Tensor, y: Tensor, optimizer: torch.optim.Opti
 
 
 @torch.no_grad()
-def evaluate(net: AttractorNet, x: Tensor, y: Tensor, config: TrainConfig) -> dict[str, Any]:
+def evaluate(net: AttractorNet, x: Tensor, y: Tensor, config: TrainConfig, *,
+             fast_kernels: bool = True) -> dict[str, Any]:
     """Accuracy and mean loss terms of the whole network on (x, y) (e.g. the test set).
 
     Runs without autograd (every Jacobian method computes its value without it; the losses
@@ -182,7 +154,7 @@ def evaluate(net: AttractorNet, x: Tensor, y: Tensor, config: TrainConfig) -> di
     flat = x.reshape(len(x), -1)
     for hb, yb in zip(flat.split(config.eval_batch_size), y.split(config.eval_batch_size),
                       strict=True):
-        terms = _loss(stage, hb, yb, config, weights, noise)
+        terms = stage_loss(stage, hb, yb, config, weights, noise, fast=fast_kernels)
         sums += _term_vector(terms, x.device) * len(yb)
         correct += int((net.logits(hb).argmax(dim=1) == yb).sum())
     losses = dict(zip(LOSS_TERMS, (sums / len(y)).tolist(), strict=True))
@@ -200,29 +172,23 @@ def _check_data(config: TrainConfig, data: TrainData) -> None:
                              f"[{int(y.min())}, {int(y.max())}]")
 
 
-def _optimizer_name(fused: bool) -> str:
-    return "adam-fused" if fused else "adam"
-
-
 def _write_config(paths: RunPaths, config: TrainConfig, net: AttractorNet, data: TrainData,
-                  device: torch.device, fused: bool) -> None:
+                  device: torch.device, fast: bool) -> None:
     record = run_record(config.to_dict(), config.seed, data.checksums)
     record["device"] = str(device)
     record["threads"] = torch.get_num_threads()
-    record["optimizer"] = _optimizer_name(fused)
+    record["kernels"] = KERNELS[fast]
     atomic_write_json(paths.config, {"model": net.config(), "train": config.to_dict(),
                                      "run": record})
 
 
-def _check_same_optimizer(paths: RunPaths, fused: bool) -> None:
-    """A partial run continues with the Adam implementation it started with (a complete run
-    trains nothing more, so any will do for reusing it)."""
-    run = read_run_config(paths.root).get("run", {})
-    # runs made before the choice was recorded used the per-tensor Adam
-    started_with = run.get("optimizer", _optimizer_name(False))
-    if started_with != _optimizer_name(fused):
-        raise ValueError(f"fused_optimizer: {paths.config} was started with {started_with!r}; "
-                         f"resuming with {_optimizer_name(fused)!r} would change its arithmetic")
+def _check_same_kernels(paths: RunPaths, fast: bool) -> None:
+    """A partial run continues on its kernels (runs from before the choice was recorded used
+    the reference ones); a complete run trains nothing more, so any will do to reuse it."""
+    started_with = read_run_config(paths.root).get("run", {}).get("kernels", KERNELS[False])
+    if started_with != KERNELS[fast]:
+        raise ValueError(f"fast_kernels: {paths.config} was started on the {started_with!r} "
+                         f"kernels; resuming on {KERNELS[fast]!r} would change its arithmetic")
 
 
 def _check_same_config(paths: RunPaths, config: TrainConfig,
@@ -259,21 +225,21 @@ def _restore(paths: RunPaths, net: AttractorNet, heads: nn.ModuleList,
 def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLike[str], *,
           device: str | torch.device | None = None, resume: bool = False,
           progress: bool = False, on_epoch_end: EpochCallback | None = None,
-          fused_optimizer: bool = True) -> TrainResult:
+          fast_kernels: bool = True) -> TrainResult:
     """Train ``config`` on ``data`` into the run folder ``out_dir`` (see basin.training.run).
 
     Refuses (RunExistsError) a folder that already holds a run unless ``resume``; with
     ``resume`` the stored config must equal ``config``, and a complete run is loaded, not
     retrained (``data`` may then be None). ``on_epoch_end`` is called after each epoch's
     checkpoint is written (raising KeyboardInterrupt there simulates an interruption).
-    ``fused_optimizer`` picks the Adam implementation (``make_optimizer``).
+    ``fast_kernels``: the step's kernels (``basin.training.step``).
     """
     paths = RunPaths(Path(out_dir))
     status = ensure_can_start(paths.root, resume)
     if status != "empty":
         _check_same_config(paths, config, None if data is None else data.checksums)
     if status == "partial":
-        _check_same_optimizer(paths, fused_optimizer)
+        _check_same_kernels(paths, fast_kernels)
     if status == "complete":
         loaded = load_run(paths.root, device=resolve_device(None if device is None
                                                              else str(device)))
@@ -292,7 +258,7 @@ def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLik
     if paths.checkpoint.exists():
         state, best, adam_state = _restore(paths, net, heads, dev)
     elif status == "empty":
-        _write_config(paths, config, net, data, dev, fused_optimizer)
+        _write_config(paths, config, net, data, dev, fast_kernels)
     weights = _loss_weights(config)
 
     while not state.finished:
@@ -305,13 +271,13 @@ def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLik
             state.history.append({"stage": stage.index, "name": stage.name, "lr": stage.lr,
                                   "epochs": [], "best_epoch": None,
                                   "best_val_accuracy": None, "stopped": None})
-        optimizer = make_optimizer(list(stage.parameters()), stage.lr, fused=fused_optimizer)
+        optimizer = make_optimizer(list(stage.parameters()), stage.lr, fast=fast_kernels)
         if adam_state:
             optimizer.load_state_dict({"state": adam_state,
                                        "param_groups": optimizer.state_dict()["param_groups"]})
             adam_state = {}
         best = _run_stage(stage, optimizer, heads, data, config, weights, state, best, paths,
-                          progress, on_epoch_end)
+                          progress, on_epoch_end, fast_kernels)
         # The stage is over: keep its best weights and move on.
         _load_snapshot(net, heads, best)
         record = state.history[-1]
@@ -324,7 +290,7 @@ def train(config: TrainConfig, data: TrainData | None, out_dir: str | os.PathLik
         best = None
         save_checkpoint(paths.checkpoint, state, net, heads, None, None)
         atomic_write_json(paths.history, {"stages": state.history, "wall_s": state.wall_s})
-    return _finish(paths, net, heads, data, config, state, dev)
+    return _finish(paths, net, heads, data, config, state, dev, fast_kernels)
 
 
 def _load_snapshot(net: AttractorNet, heads: nn.ModuleList,
@@ -338,7 +304,7 @@ def _load_snapshot(net: AttractorNet, heads: nn.ModuleList,
 def _run_stage(stage: Stage, optimizer: torch.optim.Optimizer, heads: nn.ModuleList,
                data: TrainData, config: TrainConfig, weights: Any, state: Progress,
                best: dict[str, Tensor] | None, paths: RunPaths, progress: bool,
-               on_epoch_end: EpochCallback | None) -> dict[str, Tensor] | None:
+               on_epoch_end: EpochCallback | None, fast: bool) -> dict[str, Tensor] | None:
     """Epochs of one stage until ``max_epochs`` or ``patience``; returns the best weights."""
     h_train = stage.inputs(data.train_x, config.eval_batch_size)
     h_val = stage.inputs(data.val_x, config.eval_batch_size)
@@ -349,7 +315,7 @@ def _run_stage(stage: Stage, optimizer: torch.optim.Optimizer, heads: nn.ModuleL
         with tqdm(total=n_batches, desc=f"{stage.name} {state.epoch + 1}/{config.max_epochs}",
                   unit="batch", disable=not progress, leave=True, dynamic_ncols=True) as bar:
             losses = _train_epoch(stage, h_train, data.train_y, optimizer, config, weights,
-                                  state.epoch, bar)
+                                  state.epoch, bar, fast)
             accuracy = stage.accuracy(h_val, data.val_y, config.eval_batch_size)
             bar.set_postfix(loss=f"{losses['total']:.4f}", val_acc=f"{accuracy:.4f}")
         state.epoch += 1
@@ -373,7 +339,8 @@ def _run_stage(stage: Stage, optimizer: torch.optim.Optimizer, heads: nn.ModuleL
 
 
 def _finish(paths: RunPaths, net: AttractorNet, heads: nn.ModuleList, data: TrainData,
-            config: TrainConfig, state: Progress, device: torch.device) -> TrainResult:
+            config: TrainConfig, state: Progress, device: torch.device,
+            fast: bool) -> TrainResult:
     """Test metrics, then the final files; the checkpoint goes once they are all written."""
     start = time.perf_counter()
     flat_val = data.val_x.reshape(len(data.val_x), -1)
@@ -385,7 +352,7 @@ def _finish(paths: RunPaths, net: AttractorNet, heads: nn.ModuleList, data: Trai
         "device": str(device),
     }
     if data.test_x is not None and data.test_y is not None:
-        test = evaluate(net, data.test_x, data.test_y, config)
+        test = evaluate(net, data.test_x, data.test_y, config, fast_kernels=fast)
         metrics.update({"test_accuracy": test["accuracy"], "test_loss": test["loss"],
                         "n_test": test["n"]})
     state.wall_s += time.perf_counter() - start
