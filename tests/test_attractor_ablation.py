@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from basin.cli.ablation import READINGS
 from basin.losses import LossWeights, attractor_loss, run_stack
 from basin.models import AttractorNet
-from basin.training import TrainConfig
+from basin.reproductions.attractor.protocol import PAPER_ATTACKS, PAPER_OOD
+from basin.reproductions.attractor_ablation import (
+    READING_NAMES,
+    AblationPlan,
+    measure_network,
+    reproduce_attractor_ablation,
+)
+from basin.reproductions.attractor_ablation.protocol import objective_weights, targets
+from basin.reproductions.attractor_ablation.tables import (
+    ablation_table,
+    best_fits,
+    seeds_run,
+    summarise,
+    verdicts,
+)
+from basin.robustness.evaluation import EvaluationSettings, evaluate_run
+from basin.robustness.records import Record
+from basin.training import PRESETS, TrainConfig
 
 
 def _batch(seed: int = 0) -> tuple[AttractorNet, torch.Tensor, torch.Tensor]:
@@ -26,7 +46,8 @@ def test_sum_reduction_is_out_features_times_the_mean() -> None:
         terms[reduction] = attractor_loss(stack, x, x, net.logits(x), y, weights,
                                           forward=forward, mse_reduction=reduction)
     by_hand = ((net.reconstruct(x) - x) ** 2).sum(dim=1).mean()
-    assert float(terms["sum"].reconstruction) == pytest.approx(float(by_hand), rel=1e-6)
+    assert float(terms["sum"].reconstruction.detach()) == pytest.approx(float(by_hand.detach()),
+                                                                        rel=1e-6)
     assert float(terms["sum"].reconstruction) == pytest.approx(
         12 * float(terms["mean"].reconstruction), rel=1e-6)
     # the other terms do not depend on the reduction
@@ -44,3 +65,136 @@ def test_mse_reduction_is_checked_and_defaults_to_mean() -> None:
     with pytest.raises(ValueError, match="mse_reduction"):
         attractor_loss(net.autoencoder_stack(), x, x, net.logits(x), y,
                        LossWeights(1.0, 0.0, 0.1), mse_reduction="max")
+
+
+# -- the grid and its numbers (no data) ------------------------------------------------------
+
+def test_cli_reading_names_agree_with_the_protocol() -> None:
+    assert READINGS == READING_NAMES
+
+
+def test_plan_cells_give_costly_and_control_readings_one_seed() -> None:
+    plan = AblationPlan.make(False, seeds=3, seed=4)
+    cells = plan.cells()
+    seeds: dict[str, list[int]] = {}
+    for c in cells:
+        seeds.setdefault(c.model, []).append(int(c.param("seed")))
+    assert seeds["literal"] == [4, 5, 6] and seeds["sigmoid-joint"] == [4, 5, 6]
+    assert seeds["baseline"] == [4] and seeds["literal-exact"] == [4]
+    assert len(cells) == 3 * (len(READING_NAMES) - 2) + 2
+    # the budget override applies, except where the reading undoes it
+    assert plan.train_config("sigmoid-joint-sum", 5).jacobian == "projection"
+    exact = plan.train_config("literal-exact", 4)
+    assert exact.jacobian == "exact-fast"
+    assert not exact.differences(PRESETS["paper-attractor"].replace(seed=4))
+    with pytest.raises(ValueError, match="readings"):
+        AblationPlan.make(False, readings=["literal", "nonsense"])
+
+
+def test_paper_objective_weights_follow_the_mse_reduction() -> None:
+    mean = PRESETS["paper-attractor"]
+    assert objective_weights(mean) == pytest.approx((0.988, 0.002, 0.01))
+    assert objective_weights(mean.replace(mse_reduction="sum")) == pytest.approx(
+        (0.988 * 784, 0.002, 0.01))
+
+
+def _records(name: str, seed: int, values: dict[tuple[str, str, str], float],
+             steps: int = 1) -> list[Record]:
+    return [Record(c, "none" if c == "clean" else "fgsm", 0.0 if c == "clean" else 20 / 255,
+                   d, "none" if c == "clean" else "id", m, v,
+                   {"reading": name, "seed": seed, "steps": steps})
+            for (c, d, m), v in values.items()]
+
+
+def _paper_values(shift: float) -> dict[tuple[str, str, str], float]:
+    return {(t.condition, t.dataset, t.metric): t.paper + shift for t in targets("attractor")}
+
+
+def test_summary_fit_and_verdicts_by_hand() -> None:
+    records = (_records("sigmoid-joint", 0, _paper_values(-0.01))
+               + _records("sigmoid-joint", 1, _paper_values(-0.03))
+               + _records("literal", 0, _paper_values(-0.30)))
+    summary = summarise(records)
+    s = summary[("sigmoid-joint", 1)][("clean", "mnist", "accuracy")]
+    assert s.n == 2
+    assert s.mean == pytest.approx(0.8873 - 0.02)
+    assert s.std == pytest.approx(0.02 / 2 ** 0.5)  # sample std of (-0.01, -0.03)
+    fits = best_fits(summary, "attractor")
+    assert [f.reading for f in fits] == ["sigmoid-joint", "literal"]
+    assert fits[0].worst == pytest.approx(0.02) and fits[0].within
+    assert fits[1].worst == pytest.approx(0.30) and not fits[1].within
+    claims = {v["claim"].split(" (")[0]: v["holds_under"] for v in verdicts(summary)
+              if v["network"] == "attractor"}
+    assert claims["clean accuracy"] == ["sigmoid-joint n=1"]
+    # both readings lose the same 1.6 points under the paper's FGSM: robust in both
+    assert claims["accuracy kept within 5 points under the paper's FGSM at 20/255"] == [
+        "literal n=1", "sigmoid-joint n=1"]
+    table = ablation_table(summary, AblationPlan.make(False), seeds_run(records))
+    rows = {r[0]: r for r in table["rows"]}
+    assert rows["sigmoid-joint"][2] == f"{100 * (0.8873 - 0.02):.2f} ± {100 * 0.02 / 2 ** 0.5:.2f}"
+    assert rows["joint"][1] == "not run"
+
+
+def test_summary_refuses_untagged_records() -> None:
+    with pytest.raises(ValueError, match="reading or steps"):
+        summarise([Record("clean", "none", 0.0, "mnist", "none", "accuracy", 0.5)])
+
+
+# -- on the data mirror ----------------------------------------------------------------------
+
+def test_measure_network_equals_the_evaluation_runner(mirror_dir: Path) -> None:
+    """Attacked once, measured at every n: at n = 1 the records equal evaluate_run's."""
+    torch.manual_seed(0)
+    net = AttractorNet(output_activation="sigmoid").eval()
+    weights = (0.988, 0.002, 0.01)
+    ours = measure_network(net, loss_weights=weights, steps=(1, 3), limit=24,
+                           mirror=mirror_dir, device=torch.device("cpu"))
+    theirs = evaluate_run(net, ood=PAPER_OOD, attacks=PAPER_ATTACKS, mirror=mirror_dir,
+                          settings=EvaluationSettings(limit=24, seed=0, loss_weights=weights),
+                          progress=False, with_sanity=False)
+    at_one = {(r.condition, r.dataset, r.metric, r.side): r.value for r in ours
+              if r.extra["steps"] == 1}
+    expected = {(r.condition, r.dataset, r.metric, r.side): r.value for r in theirs.records}
+    assert at_one.keys() == expected.keys()
+    for key, value in expected.items():
+        assert at_one[key] == pytest.approx(value, abs=1e-9, nan_ok=True), key
+    # n = 3 scores other iterates of the same inputs: classification is unchanged
+    at_three = {(r.condition, r.dataset, r.metric): r.value for r in ours
+                if r.extra["steps"] == 3}
+    for cond in ("clean", PAPER_ATTACKS[0]):
+        assert at_three[(cond, "mnist", "accuracy")] == at_one[(cond, "mnist", "accuracy",
+                                                                "none" if cond == "clean"
+                                                                else "id")]
+
+
+@pytest.mark.slow
+def test_tiny_ablation_end_to_end_and_resume(mirror_dir: Path, tmp_path: Path) -> None:
+    plan = AblationPlan.tiny()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        first = reproduce_attractor_ablation(tmp_path, plan=plan, mirror=mirror_dir,
+                                             progress=False)
+        # a rerun finds every cell in grid/ and retrains nothing
+        mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("cells/*/*/model.safetensors")}
+        second = reproduce_attractor_ablation(tmp_path, plan=plan, mirror=mirror_dir,
+                                              progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(mtimes) == len(plan.cells()) == 5
+    assert mtimes == {p: p.stat().st_mtime_ns for p in mtimes}
+    assert first["records"] == second["records"]
+    assert (tmp_path / "report.html").exists() and (tmp_path / "report.md").exists()
+    assert (tmp_path / "figures" / "ablation-readings.png").exists()
+    assert first["seeds"] == {"literal": [0, 1], "sigmoid-joint-sum": [0, 1], "baseline": [0]}
+    # per cell: 3 conditions x (ID + 2 OOD sets) measured at each n, plus the full test set
+    per_cell = {}
+    for r in first["records"]:
+        key = (r["extra"]["reading"], r["extra"]["seed"])
+        per_cell[key] = per_cell.get(key, 0) + 1
+    assert len(set(per_cell.values())) == 1
+    rows = {r[0]: r for r in first["tables"]["ablation"]["rows"]}
+    assert set(rows) == set(plan.readings)
+    acc = [r for r in first["records"] if r["metric"] == "accuracy_all_test"]
+    assert len(acc) == 5 and all(0.0 <= r["value"] <= 1.0 for r in acc)
+    assert "QUICK RUN" in (tmp_path / "report.md").read_text()

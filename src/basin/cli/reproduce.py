@@ -157,6 +157,12 @@ def robust_attractor(out_dir: str, quick: bool, reuse: str | None,
         errors=(RunExistsError, CheckpointError, DatasetError, ValueError), echo_sanity=True)
 
 
+# Its own module (issue 14's ablation); imported last, as it needs nothing defined here at
+# import time.
+from basin.cli.ablation import attractor_ablation  # noqa: E402
+
+reproduce.add_command(attractor_ablation)
+
 
 def parse_robust_runs(values: tuple[str, ...]) -> dict[str, str]:
     """``--robust-run`` values as {system: folder}; a value without ``=`` is ``robust``."""
