@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from basin.cli import main
 from basin.cli.ablation import READINGS
 from basin.losses import LossWeights, attractor_loss, run_stack
 from basin.models import AttractorNet
@@ -198,3 +200,12 @@ def test_tiny_ablation_end_to_end_and_resume(mirror_dir: Path, tmp_path: Path) -
     acc = [r for r in first["records"] if r["metric"] == "accuracy_all_test"]
     assert len(acc) == 5 and all(0.0 <= r["value"] <= 1.0 for r in acc)
     assert "QUICK RUN" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_lists_the_command_and_names_a_bad_reading() -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["reproduce", "attractor-ablation", "--help"])
+    assert result.exit_code == 0 and "--readings" in result.output
+    bad = runner.invoke(main, ["reproduce", "attractor-ablation", "--out", "unused",
+                               "--readings", "literal,relu6"])
+    assert bad.exit_code == 2 and "relu6" in bad.output and "--readings" in bad.output
