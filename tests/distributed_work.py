@@ -55,3 +55,34 @@ def fail_once(cell: Cell, shared: dict[str, Any]) -> list[Record]:
             os._exit(1)  # the worker process dies: Ray retries the task elsewhere
         raise RuntimeError(f"first attempt at {cell.key()} fails")
     return noisy_sum(cell, {"x": shared["x"], "seed": shared["seed"]})
+
+
+def toy_audit_system() -> dict[str, Any]:
+    """A small CNN + MSP on random 3x8x8 images (10 classes): cheap, but with real batches,
+    random starts and a calibrated threshold, as basin.audit runs them."""
+    import torch  # kept out of the module's import for the record-only tests
+    from torch import nn
+
+    from basin.detectors import MSPDetector
+    from basin.models.feature_classifier import as_feature_classifier
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 4 * 4, 10)).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(20, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # its own answers: clean accuracy 1, the attacks lower it
+    return {"model": model, "detector": MSPDetector(as_feature_classifier(model)),
+            "id": (x, y),
+            "ood": {"sq": torch.rand(12, 3, 8, 8, generator=g) ** 2},
+            "calibration": torch.rand(30, 3, 8, 8, generator=g)}
+
+
+def audit_toy(system: dict[str, Any], **kwargs: Any) -> Any:
+    """basin.audit of the toy system: two epsilons, the fast suite, batches of 4."""
+    from basin.robustness.audit import audit
+
+    options = {"epsilons": (2 / 255, 8 / 255), "attacks": "fast", "n": None, "seed": 3,
+               "calibration": system["calibration"], "batch_size": 4} | kwargs
+    return audit(system["model"], system["detector"], system["id"], system["ood"], **options)

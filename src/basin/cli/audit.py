@@ -21,9 +21,10 @@ import click
 from torch import nn
 
 from basin.attacks import parse_epsilon
-from basin.cli.options import device_option, mirror_option, seed_option
+from basin.cli.options import device_option, executor_options, mirror_option, seed_option
 from basin.data import DatasetError, dataset_info, load_dataset
 from basin.detectors import MSPDetector
+from basin.distributed import StoreError, make_executor
 from basin.models.feature_classifier import as_feature_classifier
 from basin.robustness.audit import audit as run_audit
 from basin.robustness.audit_attacks import SUITES, check_attacks
@@ -105,16 +106,24 @@ def _ood_data(names: list[str], shape: tuple[int, ...], mirror: str | None,
 @click.option("--acceptance", type=click.FloatRange(0, 1, min_open=True), default=0.95,
               show_default=True, help="ID validation acceptance of the calibrated threshold.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="Inputs per cell (a multiple of --batch-size) [default: one batch].")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for report.html, report.md and results.json.")
+              help="Folder for report.html, report.md and results.json; finished attack "
+                   "cells stream into OUT/cells, and a rerun of the same audit skips them.")
 @seed_option
 @device_option
 @mirror_option
+@executor_options
 def audit(model_target: str, weights: str | None, id_name: str, ood: tuple[str, ...],
           eps_texts: tuple[str, ...], attacks: tuple[str, ...], n: int, acceptance: float,
-          batch_size: int, out_dir: str, seed: int, device: str | None,
-          mirror: str | None) -> None:
-    """Audit a model (and detector) under detector-aware attacks on ID and OOD data."""
+          batch_size: int, shard_size: int | None, out_dir: str, seed: int,
+          device: str | None, mirror: str | None, executor: str,
+          ray_address: str | None) -> None:
+    """Audit a model (and detector) under detector-aware attacks on ID and OOD data.
+
+    Every epsilon x attack x data set x input shard is one cell: --executor ray runs them
+    as Ray tasks (a local Ray, or a cluster with --ray-address), with the same records."""
     try:  # every option is checked before any model or data is loaded
         epsilons = [parse_epsilon(e) for e in eps_texts]
         attack_arg: str | list[str] = (attacks[0] if len(attacks) == 1 and attacks[0] in SUITES
@@ -123,8 +132,14 @@ def audit(model_target: str, weights: str | None, id_name: str, ood: tuple[str, 
         check_dataset_names([id_name], "--id")
         ood_names = check_dataset_names(list(ood))
         dev = resolve_device(device)
+        if shard_size is not None and shard_size % batch_size:
+            raise ValueError(f"--shard-size {shard_size}: expected a multiple of "
+                             f"--batch-size {batch_size}")
+        make_executor(executor, ray_address=ray_address)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    except RuntimeError as exc:  # Ray missing: one line saying how to install it
+        raise click.ClickException(str(exc)) from None
     try:
         model, detector = build_system(model_target, weights)
         model.to(dev)
@@ -134,13 +149,18 @@ def audit(model_target: str, weights: str | None, id_name: str, ood: tuple[str, 
     except (ValueError, CheckpointError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from None
     start = time.perf_counter()
-    report = run_audit(model, detector, id_test, ood_sets, epsilons=epsilons,
-                       attacks=attack_arg, n=n, seed=seed, calibration=calibration,
-                       acceptance=acceptance, device=dev, batch_size=batch_size,
-                       progress=True)
+    try:
+        report = run_audit(model, detector, id_test, ood_sets, epsilons=epsilons,
+                           attacks=attack_arg, n=n, seed=seed, calibration=calibration,
+                           acceptance=acceptance, device=dev, batch_size=batch_size,
+                           progress=True, executor=executor, ray_address=ray_address,
+                           shard_size=shard_size, cells_dir=Path(out_dir) / "cells")
+    except StoreError as exc:  # the folder holds the cells of another audit
+        raise click.ClickException(f"{exc} (the cells of --out {out_dir})") from None
     config = {"model": model_target, "weights": weights, "id": id_name, "ood": ood_names,
               "eps": list(eps_texts), "attacks": list(attacks), "n": n,
-              "acceptance": acceptance, "batch_size": batch_size, "device": str(dev)}
+              "acceptance": acceptance, "batch_size": batch_size, "device": str(dev),
+              "executor": executor, "ray_address": ray_address, "shard_size": shard_size}
     info = run_record(config, seed)
     info["wall_time_s"] = time.perf_counter() - start
     paths = report.write(out_dir, run_info=info)

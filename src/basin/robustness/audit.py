@@ -26,7 +26,9 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,13 +39,16 @@ from torch import Tensor, nn
 
 from basin.attacks import AttackSpec, check_epsilon, classifier_logits
 from basin.detectors import threshold_for_acceptance
+from basin.distributed.cells import Cell
+from basin.distributed.executors import Executor, Resources, make_executor
+from basin.distributed.grid import run_cells
 from basin.robustness.audit_attacks import (
     BLACK_BOX,
-    build_objective,
+    AttackGrid,
+    attack_cell,
     check_attacks,
     plan_attacks,
     predict_and_score,
-    run_attack,
     side_of,
 )
 from basin.robustness.audit_metrics import clean_records, run_records, worst_case_records
@@ -77,6 +82,28 @@ class AuditContext:
     def labels(self) -> Tensor:
         assert self.id_set.y is not None
         return self.id_set.y
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the audit's attack cells run (never what they compute): the executor (``local``
+    or ``ray``), a Ray cluster address, inputs per cell (a multiple of the batch size, so
+    that the batches and their seeds are those of one unsharded run), a run folder that
+    makes a rerun skip finished cells, and Ray's per-cell resources."""
+
+    executor: str | Executor = "local"
+    ray_address: str | None = None
+    shard_size: int | None = None
+    cells_dir: str | os.PathLike[str] | None = None
+    resources: Resources | None = None
+
+    def check(self, batch_size: int) -> None:
+        size = self.shard_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                                 or size < 1 or size % batch_size):
+            raise ValueError(f"shard_size: expected a multiple of batch_size={batch_size} "
+                             f"(shards must start on a batch boundary), got {size!r}")
+        make_executor(self.executor, ray_address=self.ray_address)  # fails early if unusable
 
 
 def _check_options(epsilons: Sequence[float], n: int | None, acceptance: float,
@@ -121,8 +148,10 @@ def _threshold(ctx: AuditContext, calibration: Any, threshold: float | None,
 
 
 def _worst_case(ctx: AuditContext, specs: Sequence[AttackSpec],
-                progress: bool) -> tuple[WorstCase, list[RunArrays]]:
-    """Run every spec on its side; per input the worst case over the runs and clean."""
+                found: dict[tuple[float, str, str], tuple[Tensor, Tensor]]
+                ) -> tuple[WorstCase, list[RunArrays]]:
+    """Every spec's run on its side (``found``: the merged cells, by epsilon, spec text and
+    data set); per input the worst case over the runs and clean."""
     labels = ctx.labels
     t = ctx.threshold
     wrong = ctx.clean_pred != labels
@@ -131,14 +160,9 @@ def _worst_case(ctx: AuditContext, specs: Sequence[AttackSpec],
     max_scores = {k: v.clone() for k, v in ctx.clean_ood_scores.items()}
     runs: list[RunArrays] = []
     for spec in specs:
-        objective = build_objective(spec, ctx.model, ctx.detector)
         targets = [ctx.id_set] if side_of(spec) == "id" else ctx.ood_sets
         for data in targets:
-            if progress:
-                print(f"audit: {spec.text} on {data.name}", flush=True)
-            x_adv = run_attack(spec, objective, data, seed=ctx.seed,
-                               batch_size=ctx.batch_size, device=ctx.device)
-            pred, score = ctx.evaluate(x_adv)
+            pred, score = found[(spec.epsilon, spec.text, data.name)]
             if side_of(spec) == "id":
                 run_wrong = pred != labels
                 wrong |= run_wrong
@@ -155,6 +179,24 @@ def _worst_case(ctx: AuditContext, specs: Sequence[AttackSpec],
     return worst, runs
 
 
+def _merge_cells(cells: Sequence[Cell], per_cell: Sequence[list[Record]]
+                 ) -> dict[tuple[float, str, str], tuple[Tensor, Tensor]]:
+    """Predictions and scores per (epsilon, spec, data set), the shards joined in order."""
+    parts: dict[tuple[float, str, str], list[tuple[int, Record]]] = {}
+    for cell, records in zip(cells, per_cell, strict=True):
+        (record,) = records
+        key = (cell.epsilon, cell.condition, cell.param("dataset"))
+        parts.setdefault(key, []).append((int(record.extra["start"]), record))
+    out = {}
+    for key, shards in parts.items():
+        shards.sort(key=lambda item: item[0])
+        out[key] = (torch.tensor([p for _, r in shards for p in r.extra["predicted"]],
+                                 dtype=torch.int64),
+                    torch.tensor([v for _, r in shards for v in r.extra["scores"]],
+                                 dtype=torch.float64))
+    return out
+
+
 def nest(larger: WorstCase, smaller: WorstCase) -> WorstCase:
     """The worst case at the larger epsilon, counting every candidate of the smaller ball."""
     return WorstCase(larger.epsilon, larger.wrong | smaller.wrong,
@@ -169,7 +211,10 @@ def audit(model: nn.Module, detector: Any, id_data: Any, ood_data: Any, *,
           n: int | None = 1000, seed: int = 0, calibration: Any = None,
           threshold: float | None = None, acceptance: float = 0.95,
           device: str | torch.device | None = None, batch_size: int = 256,
-          progress: bool = False) -> AuditReport:
+          progress: bool = False, executor: str | Executor = "local",
+          ray_address: str | None = None, shard_size: int | None = None,
+          cells_dir: str | os.PathLike[str] | None = None,
+          resources: Resources | None = None) -> AuditReport:
     """Audit ``model`` + ``detector`` against L-infinity attacks at every epsilon.
 
     Args:
@@ -191,13 +236,24 @@ def audit(model: nn.Module, detector: Any, id_data: Any, ood_data: Any, *,
         threshold: a fixed threshold instead of calibration.
         device: where to run (default: the model's device); the model is not moved.
         batch_size: inputs per attack batch.
-        progress: print one line per attack run.
+        progress: show attack cells done / total with an ETA.
+        executor: ``"local"`` (in this process) or ``"ray"`` (:mod:`basin.distributed`):
+            every epsilon x spec x data set x input shard is one cell; the records are the
+            same whichever runs them.
+        ray_address: ``"auto"`` or ``"ray://HOST:PORT"``; None starts a local Ray.
+        shard_size: inputs per cell, a multiple of ``batch_size`` (default: one batch).
+        cells_dir: a run folder for the finished cells (``records.jsonl``,
+            ``manifest.json``): a rerun with the same system and data skips them.
+        resources: per-cell CPUs, GPU fraction and retries on Ray (default: one CPU, a GPU
+            fraction on a CUDA device).
 
     Returns:
         An :class:`AuditReport`: ``records`` (``basin.robustness.Record``), sanity flags,
         per-input arrays, ``to_json``/``to_markdown``/``to_html``/``write``.
     """
     eps_list = _check_options(epsilons, n, acceptance, batch_size)
+    execution = Execution(executor, ray_address, shard_size, cells_dir, resources)
+    execution.check(batch_size)
     templates = check_attacks(attacks)
     id_sets = as_data_sets(id_data, "id", "id_data", need_labels=True)
     if len(id_sets) != 1:
@@ -222,13 +278,53 @@ def audit(model: nn.Module, detector: Any, id_data: Any, ood_data: Any, *,
             "acceptance": None if threshold is not None else acceptance,
             "threshold": ctx.threshold, "batch_size": batch_size, "device": str(ctx.device),
             "id": ctx.id_set.name, "ood": names, "detector": ctx.detector.label,
-            "n_id": len(ctx.id_set), "n_ood": {d.name: len(d) for d in ctx.ood_sets}})
+            "n_id": len(ctx.id_set), "n_ood": {d.name: len(d) for d in ctx.ood_sets}},
+            execution)
     finally:
         model.train(was_training)
 
 
+def _fingerprint(ctx: AuditContext) -> dict[str, Any]:
+    """What an audit's cells read beyond their keys (weights, data, threshold, seed): a
+    rerun into the same cells folder must match it, or its finished cells are not reused."""
+    digest = hashlib.sha256()
+    modules = [m for m in (ctx.model, getattr(ctx.detector, "detector", None), ctx.detector)
+               if isinstance(m, nn.Module)]
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for data in [ctx.id_set, *ctx.ood_sets]:
+        digest.update(data.name.encode())
+        digest.update(data.x.contiguous().numpy().tobytes())
+        if data.y is not None:
+            digest.update(data.y.contiguous().numpy().tobytes())
+    return {"format": "basin.audit-cells/1", "state_sha256": digest.hexdigest(),
+            "detector": ctx.detector.label, "threshold": repr(ctx.threshold),
+            "seed": ctx.seed, "batch_size": ctx.batch_size}
+
+
+def _attack_results(ctx: AuditContext, specs: dict[float, list[AttackSpec]],
+                    execution: Execution, progress: bool
+                    ) -> dict[tuple[float, str, str], tuple[Tensor, Tensor]]:
+    """Every attack of every epsilon as cells (spec x data set x input shard), run by the
+    executor, merged back per (epsilon, spec, data set)."""
+    grid = AttackGrid(ctx.model, ctx.detector,
+                      {d.name: d for d in [ctx.id_set, *ctx.ood_sets]},
+                      {(eps, s.text): s for eps, eps_specs in specs.items() for s in eps_specs},
+                      ctx.seed, ctx.batch_size, ctx.device)
+    shard = execution.shard_size or ctx.batch_size
+    cells = grid.cells(shard)
+    per_cell = run_cells(cells, attack_cell, shared=grid, executor=execution.executor,
+                         out_dir=execution.cells_dir, ray_address=execution.ray_address,
+                         resources=execution.resources or Resources.for_device(ctx.device),
+                         config=_fingerprint(ctx) if execution.cells_dir else None,
+                         progress=progress, desc="audit cells")
+    return _merge_cells(cells, per_cell)
+
+
 def _run(ctx: AuditContext, eps_list: list[float], templates: list[str], progress: bool,
-         config: dict[str, Any]) -> AuditReport:
+         config: dict[str, Any], execution: Execution) -> AuditReport:
     with torch.no_grad():
         n_classes = int(classifier_logits(ctx.model, ctx.id_set.x[:1].to(ctx.device)).shape[1])
     if int(ctx.labels.min()) < 0 or int(ctx.labels.max()) >= n_classes:
@@ -239,15 +335,16 @@ def _run(ctx: AuditContext, eps_list: list[float], templates: list[str], progres
     records: list[Record] = clean_records(ctx.id_set.name, ctx.labels, ctx.clean_pred,
                                           ctx.clean_id_scores, ctx.clean_ood_scores,
                                           ctx.threshold)
+    specs = {eps: plan_attacks(templates, eps, n_classes) for eps in eps_list}
+    found = _attack_results(ctx, specs, execution, progress)
     worst: dict[float, WorstCase] = {}
     runs: list[RunArrays] = []
     sanity: dict[float, list[str]] = {}
     smaller: WorstCase | None = None
     for eps in eps_list:  # ascending
-        specs = plan_attacks(templates, eps, n_classes)
-        found, eps_runs = _worst_case(ctx, specs, progress)
+        eps_worst, eps_runs = _worst_case(ctx, specs[eps], found)
         # the smaller ball lies inside this one: what broke an input there breaks it here
-        worst[eps] = smaller = found if smaller is None else nest(found, smaller)
+        worst[eps] = smaller = eps_worst if smaller is None else nest(eps_worst, smaller)
         runs += eps_runs
         records += worst_case_records(ctx.id_set.name, ctx.labels.numpy(),
                                       ctx.clean_id_scores.numpy(),
@@ -255,8 +352,9 @@ def _run(ctx: AuditContext, eps_list: list[float], templates: list[str], progres
                                       worst[eps], ctx.threshold)
         records += run_records(ctx.labels.numpy(), ctx.clean_id_scores.numpy(), eps_runs,
                                ctx.threshold)
-        flags, sanity_recs = sanity_for_epsilon(ctx.model, ctx.detector, ctx.id_set, specs,
-                                                eps_runs, seed=ctx.seed, device=ctx.device)
+        flags, sanity_recs = sanity_for_epsilon(ctx.model, ctx.detector, ctx.id_set,
+                                                specs[eps], eps_runs, seed=ctx.seed,
+                                                device=ctx.device)
         sanity[eps] = flags
         records += sanity_recs
     return AuditReport(records=records, sanity=sanity, config=config, threshold=ctx.threshold,

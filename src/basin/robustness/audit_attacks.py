@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +33,8 @@ from basin.attacks import (
 )
 from basin.attacks.objectives import classifier_logits
 from basin.attacks.suite import strongest_specs
+from basin.distributed.cells import Cell, shard_cells
+from basin.robustness.records import Record
 from basin.robustness.system import Data, derive_seed, format_epsilon
 
 # objectives on the detector score alone; they keep each input's strongest point by default
@@ -127,20 +130,77 @@ def build_objective(spec: AttackSpec, model: Any, detector: Any) -> Objective:
 
 
 def run_attack(spec: AttackSpec, objective: Objective, data: Data, *, seed: int,
-               batch_size: int, device: torch.device) -> Tensor:
-    """Adversarial versions of every input of ``data`` (on the CPU), batch seeds derived from
-    (seed, epsilon, spec, data set, batch index)."""
+               batch_size: int, device: torch.device, start: int = 0,
+               stop: int | None = None) -> Tensor:
+    """Adversarial versions of the inputs ``start:stop`` of ``data`` (all by default; on the
+    CPU), batch seeds derived from (seed, epsilon, spec, data set, batch index). The batch
+    index counts from the first input of ``data``, so a shard that starts on a batch boundary
+    gets exactly the batches, seeds and adversarial points of the unsharded run."""
+    stop = len(data) if stop is None else stop
+    if start % batch_size or not 0 <= start <= stop <= len(data):
+        raise ValueError(f"start, stop: expected a range of {data.name} (n={len(data)}) that "
+                         f"starts on a multiple of batch_size={batch_size}, got "
+                         f"{start}:{stop}")
     out = []
-    for k, start in enumerate(range(0, len(data), batch_size)):
-        attack = build_attack(spec, objective,
-                              seed=derive_seed(seed, spec.epsilon, spec.text, data.name, k))
-        xb = data.x[start:start + batch_size].to(device)
-        yb = None if data.y is None else data.y[start:start + batch_size].to(device)
+    for begin in range(start, stop, batch_size):
+        end = min(begin + batch_size, stop)
+        attack = build_attack(spec, objective, seed=derive_seed(
+            seed, spec.epsilon, spec.text, data.name, begin // batch_size))
+        xb = data.x[begin:end].to(device)
+        yb = None if data.y is None else data.y[begin:end].to(device)
         if not objective.needs_labels:
             yb = None
         x_adv = attack.perturb(xb, yb)
         out.append(x_adv.detach().cpu())
-    return torch.cat(out)
+    return torch.cat(out) if out else data.x[:0].clone()
+
+
+@dataclass
+class AttackGrid:
+    """What every attack cell of an audit reads (put in Ray's object store once): the system,
+    the data sets by name, the specs by (epsilon, text), the seed and batching."""
+
+    model: Any
+    detector: Any
+    sets: dict[str, Data]
+    specs: dict[tuple[float, str], AttackSpec]
+    seed: int
+    batch_size: int
+    device: torch.device
+
+    def cells(self, shard_size: int) -> list[Cell]:
+        """One cell per epsilon x spec x data set of its side x shard of ``shard_size``
+        inputs, in the order the audit merges them."""
+        id_name = next(name for name, d in self.sets.items() if d.y is not None)
+        out = []
+        for (eps, text), spec in self.specs.items():
+            side = side_of(spec)
+            targets = [id_name] if side == "id" else [n for n in self.sets if n != id_name]
+            for name in targets:
+                cell = Cell(condition=text, attack=spec.attack, epsilon=eps,
+                            params={"dataset": name, "side": side})
+                out += shard_cells(cell, len(self.sets[name]), shard_size)
+        return out
+
+
+PER_INPUT = "per_input"
+"""The metric of an attack cell's record: per input of its shard, the prediction and score."""
+
+
+def attack_cell(cell: Cell, grid: AttackGrid) -> list[Record]:
+    """One attack on one shard of one data set: the adversarial inputs' predictions and
+    detector scores (exact floats in ``extra``), as one record for the audit to merge."""
+    spec = grid.specs[(cell.epsilon, cell.condition)]
+    data = grid.sets[cell.param("dataset")]
+    start, stop = cell.shard or (0, len(data))
+    objective = build_objective(spec, grid.model, grid.detector)
+    x_adv = run_attack(spec, objective, data, seed=grid.seed, batch_size=grid.batch_size,
+                       device=grid.device, start=start, stop=stop)
+    pred, score = predict_and_score(grid.model, grid.detector, x_adv,
+                                    batch_size=grid.batch_size, device=grid.device)
+    return [Record(spec.text, spec.attack, spec.epsilon, data.name, side_of(spec), PER_INPUT,
+                   None, {"start": start, "stop": stop, "predicted": pred.tolist(),
+                          "scores": score.tolist()})]
 
 
 @torch.no_grad()
