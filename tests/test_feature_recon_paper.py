@@ -29,6 +29,7 @@ from basin.data.cifar_sets import (
     far_ood_names,
     far_ood_set,
     load_splits,
+    natural_ood_names,
     to_cifar_shape,
 )
 from basin.detectors import MSPDetector
@@ -41,7 +42,7 @@ from basin.reproductions.feature_recon import (
     Plan,
     reproduce_feature_recon_paper,
 )
-from basin.reproductions.feature_recon.protocol import BATCH, TABLE_IDS, TINY
+from basin.reproductions.feature_recon.protocol import BATCH, TABLE_IDS, TINY, TINY_RESIZE
 from basin.reproductions.feature_recon.run import backbone, file_sha256
 from basin.reproductions.feature_recon.tables import pct, zhou_checks
 from basin.robustness.detector_level import attack_detector
@@ -88,6 +89,16 @@ def test_plans_shrink_from_full_to_tiny() -> None:
     assert tiny.robust_n < quick.robust_n < full.robust_n
     with pytest.raises(ValueError, match="plan"):
         Plan.make("huge")
+
+
+def test_plan_changes_are_checked() -> None:
+    plan = Plan.make("tiny")
+    assert plan.label_smoothing is None and plan.attacks and plan.keys == ("cifar10", "cifar6")
+    assert "knn" in DETECTORS and "zhou_faithful" in DETECTORS
+    with pytest.raises(ValueError, match="keys: must hold 'cifar10'"):
+        Plan("x", keys=("cifar6",))
+    with pytest.raises(ValueError, match=r"label_smoothing: must be in \[0, 1\)"):
+        Plan("x", label_smoothing=1.0)
 
 
 def test_pct_and_zhou_checks() -> None:
@@ -183,7 +194,8 @@ def _markdown_row(cells: list[Any]) -> str:
 
 
 @pytest.mark.slow
-def test_report_holds_every_table_and_figure(tiny_run: tuple[Path, dict[str, Any]]) -> None:
+def test_report_holds_every_table_and_figure(tiny_run: tuple[Path, dict[str, Any]],
+                                             tiny_mirror: Path) -> None:
     out, results = tiny_run
     html = (out / "report.html").read_text()
     markdown = (out / "report.md").read_text()
@@ -197,6 +209,8 @@ def test_report_holds_every_table_and_figure(tiny_run: tuple[Path, dict[str, Any
         for row in table["rows"]:
             assert _markdown_row(row) in lines, (table_id, row)
     expected = {"roc-far", "roc-near", "roc-anomaly", "examples-cifar10", "examples-cifar6"}
+    if natural_ood_names(tiny_mirror):  # the mirror holds ODIN's sets (odin/)
+        expected.add("roc-natural")
     expected |= {f"hist-{b}-{d}" for b in ("cifar10", "cifar6") for d in DETECTORS}
     assert set(on_disk["figures"]) == expected
     for name in expected:
@@ -209,11 +223,12 @@ def test_report_holds_every_table_and_figure(tiny_run: tuple[Path, dict[str, Any
 
 
 @pytest.mark.slow
-def test_every_detector_is_measured_on_every_set(tiny_run: tuple[Path, dict[str, Any]]
-                                                 ) -> None:
+def test_every_detector_is_measured_on_every_set(tiny_run: tuple[Path, dict[str, Any]],
+                                                 tiny_mirror: Path) -> None:
     _, results = tiny_run
     seen = {(r["backbone"], r["detector"], r["set"]) for r in results["metrics"]}
-    sets10 = {*FAR_OOD, TINY, "fgsm:8/255", "far-ood (all)", "anomaly (all)",
+    natural = natural_ood_names(tiny_mirror)
+    sets10 = {*FAR_OOD, TINY, *natural, "fgsm:8/255", "far-ood (all)", "anomaly (all)",
               *(f"{c}:3" for c in ("gaussian-noise", "salt-and-pepper", "brightness",
                                    "contrast", "pixel-dropout"))}
     assert seen == ({("cifar10", d, s) for d in DETECTORS for s in sets10}
@@ -330,11 +345,16 @@ def test_tiny_imagenet_joins_when_present(tiny_run: tuple[Path, dict[str, Any]],
     assert {r["detector"] for r in tiny} == set(DETECTORS)
     assert all(r["backbone"] == "cifar10" and r["n_ood"] == len(TINY_LABELS) for r in tiny)
     header = results["tables"]["table1"]["header"]
-    assert "basin Tiny-ImageNet acc." in header and "basin Tiny-ImageNet AUROC" in header
-    col = header.index("basin Tiny-ImageNet AUROC")
-    by_det = {r["detector"]: r for r in tiny}
-    for det, row in zip(DETECTORS, results["tables"]["table1"]["rows"], strict=True):
-        assert row[col] == pct(by_det[det]["auroc"])
+    assert "basin Tiny-ImageNet (val zip) acc." in header
+    columns = {TINY: "basin Tiny-ImageNet (val zip) AUROC"}
+    if TINY_RESIZE in natural_ood_names(tiny_mirror):  # ODIN's sets, from the real mirror
+        columns.update({TINY_RESIZE: "basin Tiny-ImageNet (resize) AUROC",
+                        "lsun-resize": "basin LSUN (resize) AUROC"})
+    for name, title in columns.items():
+        col = header.index(title)
+        by_det = {r["detector"]: r for r in results["metrics"] if r["set"] == name}
+        for det, row in zip(DETECTORS, results["tables"]["table1"]["rows"], strict=True):
+            assert row[col] == pct(by_det[det]["auroc"]), (name, det)
     assert any(k.startswith(TINY_ZIP) for k in results["run"]["data_checksums"])
     markdown = (out / "report.md").read_text()
     assert "is not in the data mirror" not in markdown

@@ -7,8 +7,10 @@
   are OOD.
 * **far-OOD**: MNIST, Fashion-MNIST, notMNIST and Omniglot (1x28x28, bilinear-upsampled to
   32x32 and the channel repeated), uniform and Gaussian noise drawn at 3x32x32, and
-  Tiny-ImageNet (the paper's OOD set) whenever its files are present (mirror or cache): basin
-  never downloads it unasked.
+  Tiny-ImageNet (the official zip's val images) whenever its files are present (mirror or
+  cache): basin never downloads it unasked.
+* **natural-image OOD**: ODIN's Tiny-ImageNet (resize), the paper's OOD set, and LSUN
+  (resize), 32x32 RGB, from the mirror's ``odin/`` folder when present.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ ANIMALS = (2, 3, 4, 5, 6, 7)      # bird, cat, deer, dog, frog, horse: the 6 ID 
 VEHICLES = (0, 1, 8, 9)           # airplane, automobile, ship, truck: near-OOD
 FAR_OOD = ("mnist", "fashion-mnist", "notmnist", "omniglot", "uniform-noise", "gaussian-noise")
 OPTIONAL_FAR_OOD = ("tiny-imagenet",)
+# ODIN's natural-image sets (the mirror's odin/ folder): Tiny-ImageNet (resize), LSUN (resize)
+NATURAL_OOD = ("tiny-imagenet-resize", "lsun-resize")
 
 
 def to_cifar_shape(images: Tensor) -> Tensor:
@@ -73,6 +77,11 @@ def load_splits(key: str, mirror: Any, *, seed: int, train_limit: int | None = N
 def far_ood_names(mirror: Any) -> tuple[str, ...]:
     """The far-OOD sets of a run: the mirror's, plus the optional ones that are present."""
     return FAR_OOD + tuple(n for n in OPTIONAL_FAR_OOD if is_available(n, mirror=mirror))
+
+
+def natural_ood_names(mirror: Any) -> tuple[str, ...]:
+    """ODIN's natural-image OOD sets whose files are present (mirror or cache)."""
+    return tuple(n for n in NATURAL_OOD if is_available(n, mirror=mirror))
 
 
 def far_ood_set(name: str, mirror: Any, *, seed: int, n: int | None = None) -> Tensor:

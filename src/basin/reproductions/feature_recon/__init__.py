@@ -25,15 +25,17 @@ def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str 
                                   device: torch.device | None = None,
                                   backbone_dir: str | os.PathLike[str] | None = None,
                                   attack_precision: str | None = None,
-                                  progress: bool = True) -> dict[str, Any]:
+                                  progress: bool = True,
+                                  changes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the whole reproduction (``plan``: full, quick, tiny); returns results.json's dict.
 
     ``attack_precision`` (``auto``, ``bf16``, ``fp32``) overrides the plan's precision of the
-    PGD and Square search steps; metrics are always scored in fp32.
+    PGD and Square search steps; metrics are always scored in fp32. ``changes`` overrides
+    other :class:`Plan` fields (e.g. ``{"label_smoothing": 0.0, "attacks": False}``).
     """
     the_plan, runs, record = run_feature_recon_paper(
         out_dir, plan=plan, seed=seed, mirror=mirror, device=device, backbone_dir=backbone_dir,
-        attack_precision=attack_precision, progress=progress)
+        attack_precision=attack_precision, progress=progress, changes=changes)
     return write_feature_recon_report(Path(out_dir), the_plan, runs, record)
 
 

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from basin.report import Report, figures
-from basin.reproductions.feature_recon.protocol import ATOM_REFERENCE, TINY, BackboneRun, Plan
+from basin.reproductions.feature_recon.protocol import (
+    ATOM_REFERENCE,
+    TINY,
+    TINY_RESIZE,
+    BackboneRun,
+    Plan,
+)
 from basin.reproductions.feature_recon.tables import (
     build_tables,
     metric_records,
@@ -30,18 +36,22 @@ def _clip(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def add_figures(report: Report, runs: dict[str, BackboneRun]) -> None:
-    r10, r6 = runs["cifar10"], runs["cifar6"]
-    for run, kind, name, title in ((r10, "far-ood", "roc-far", "far-OOD (pooled)"),
-                                   (r6, "near-ood", "roc-near", "near-OOD (6 vs 4)"),
-                                   (r10, "anomaly", "roc-anomaly", "anomalies (pooled)")):
+    plots = (("cifar10", "far-ood", "roc-far", "far-OOD (pooled)"),
+             ("cifar10", "natural-ood", "roc-natural", "Tiny-ImageNet + LSUN (resize)"),
+             ("cifar6", "near-ood", "roc-near", "near-OOD (6 vs 4)"),
+             ("cifar10", "anomaly", "roc-anomaly", "anomalies (pooled)"))
+    for key, kind, name, title in plots:
+        run = runs.get(key)
+        if run is None or not any(k == kind for k, _ in run.scores.values()):
+            continue
         curves = {d: (run.scores[run.key][1][d], pooled(run, kind, d)) for d in run.detectors}
         report.figure(figures.roc_curves(curves, title=f"ROC: {run.key} test vs {title}"),
                       name, f"ROC curves of every detector, ID positive ({run.key} test vs "
                             f"{title})")
-    for run in (r10, r6):
+    for run in runs.values():
         for det, d in run.detectors.items():
             sets = {f"{run.key} test": run.scores[run.key][1][det]}
-            for kind in ("far-ood", "near-ood", "anomaly"):
+            for kind in ("far-ood", "natural-ood", "near-ood", "anomaly"):
                 p = pooled(run, kind, det)
                 if p is not None:
                     sets[kind] = p
@@ -52,7 +62,7 @@ def add_figures(report: Report, runs: dict[str, BackboneRun]) -> None:
                 title=f"{det} on the {run.key} backbone"), f"hist-{run.key}-{det}",
                 f"{det} scores ({run.key} backbone), clipped to the pooled 1st-99th "
                 "percentile range; black line: the 95%-validation threshold")
-    for run in (r10, r6):
+    for run in runs.values():
         combined = run.detectors["combined"]
         threshold = threshold_of(combined)
         images, labels = [], []
@@ -88,12 +98,16 @@ def write_feature_recon_report(out: Path, plan: Plan, runs: dict[str, BackboneRu
                     f"{plan.robust_n} inputs per side and {plan.pgd_steps} PGD steps (fewer "
                     "than 40). Numbers are not comparable with the paper's; run without "
                     "--quick.", "warning")
-    if TINY not in runs["cifar10"].scores:
+    if not {TINY, TINY_RESIZE} & set(runs["cifar10"].scores):
         report.note("The paper's OOD set, Tiny-ImageNet, is not in the data mirror: basin's "
                     "OOD accuracy is measured on far-OOD sets (MNIST, Fashion-MNIST, "
                     "notMNIST, Omniglot, noise) and on a near-OOD open-set split of CIFAR-10 "
-                    "instead. Put tiny-imagenet-200.zip in the mirror (or run `basin data "
-                    "fetch tiny-imagenet`) and rerun to add it.")
+                    "instead. A mirror with odin/Imagenet_resize.tar.gz (ODIN's resized set) "
+                    "adds it.")
+    if not plan.attacks:
+        report.note("Detector stage only (attacks=False): no robustness numbers in this run.")
+    if "cifar6" not in runs:
+        report.note("No 6-class backbone in this run: no near-OOD numbers.")
     report.heading("Summary")
     report.bullets(summary)
     sections = (("Table 1: paper vs basin", "table1"), ("Backbones", "backbones"),

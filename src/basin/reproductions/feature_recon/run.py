@@ -42,7 +42,9 @@ from tqdm.auto import tqdm
 
 from basin.attacks import FGSM, make_objective
 from basin.corruptions import corrupt
-from basin.data import ImageDataset, load_dataset, mirror_checksums
+from basin.data import ImageDataset, mirror_checksums
+from basin.data.cifar_outliers import KINDS as OUTLIER_KINDS
+from basin.data.cifar_outliers import cifar_outliers
 from basin.data.cifar_sets import (
     ANIMALS,
     VEHICLES,
@@ -50,16 +52,20 @@ from basin.data.cifar_sets import (
     far_ood_set,
     limit,
     load_splits,
+    natural_ood_names,
 )
 from basin.data.registry import CIFAR10_CLASSES
 from basin.detectors import (
     CombinedDetector,
+    Detector,
     EnergyDetector,
+    KNNDetector,
     MahalanobisDetector,
     MSPDetector,
     ODINDetector,
     PixelAutoencoderDetector,
     ZhouDetector,
+    ZhouFaithfulDetector,
     threshold_for_acceptance,
 )
 from basin.metrics import ece
@@ -95,6 +101,8 @@ def backbone(key: str, plan: Plan, folder: Path, data: dict[str, ImageDataset], 
     epochs = plan.epochs if key == "cifar10" else plan.epochs6
     expected = {"plan": plan.name, "key": key, "n_classes": n_classes,
                 "n_train": len(data["train"]), "epochs": epochs, "seed": plan.seed}
+    if plan.label_smoothing is not None:  # absent from older folders' keys: the default
+        expected["label_smoothing"] = plan.label_smoothing
     start = time.perf_counter()
     info: dict[str, Any] = {"folder": str(folder), "given": given}
     if given or (folder / "config.json").is_file():
@@ -107,6 +115,8 @@ def backbone(key: str, plan: Plan, folder: Path, data: dict[str, ImageDataset], 
         changes: dict[str, Any] = {"seed": plan.seed, "epochs": epochs}
         if plan.batch_size:
             changes["batch_size"] = plan.batch_size
+        if plan.label_smoothing is not None:
+            changes["label_smoothing"] = plan.label_smoothing
         config = default_backbone_config("airbench", **changes)
         kwargs = {"n_classes": n_classes} | ({"widths": plan.widths} if plan.widths else {})
         with torch.random.fork_rng(devices=[]):
@@ -126,9 +136,11 @@ def backbone(key: str, plan: Plan, folder: Path, data: dict[str, ImageDataset], 
         metrics = folder / "metrics.json"
         found = read_json(metrics) if metrics.is_file() else {}
         expected.update(n_train=found.get("n_train"), epochs=found.get("epochs"))
+    saved = read_json(folder / "config.json")
     info.update(seconds=time.perf_counter() - start, n_train=expected["n_train"],
                 epochs=expected["epochs"], sha256=file_sha256(folder / "model.safetensors"),
-                config=read_json(folder / "config.json").get("model"))
+                config=saved.get("model"),
+                label_smoothing=(saved.get("training") or {}).get("label_smoothing"))
     return model, info
 
 
@@ -137,47 +149,78 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
                     feats: dict[str, Tensor]) -> None:
     """Fit (or load from the cache folder) every detector; set thresholds on validation."""
     model, cache = run.model, run.folder
-    hidden = plan.zhou_hidden
     # the attack settings do not change what is fitted, so they stay out of the cache key
     key = {"backbone_sha256": run.info["sha256"],
            "plan": {k: v for k, v in asdict(plan).items() if k not in ATTACK_FIELDS}}
     cached = (cache / "key.json").is_file() and read_json(cache / "key.json") == \
         _jsonable(key)
-    msp = MSPDetector(model)
-    if cached:
-        maha = MahalanobisDetector(model).load(cache / "mahalanobis.safetensors")
-        ae = PixelAutoencoderDetector.load(cache / "pixel_autoencoder")
-        zhou = ZhouDetector.load(cache / "zhou", model)
-        run.odin_tuning = read_json(cache / "odin.json")
-        odin = ODINDetector(model, temperature=run.odin_tuning["temperature"],
-                            epsilon=run.odin_tuning["epsilon"])
-    else:
-        train, val = data["train"], data["val"]
-        maha = MahalanobisDetector(model).fit_features(feats["train"], train.labels)
-        ae = PixelAutoencoderDetector(epochs=plan.ae_epochs, seed=plan.seed).fit(
-            train.images.to(feats["train"].device))
-        zhou = ZhouDetector(model, n_classes=len(train.classes), epochs=plan.zhou_epochs,
-                            seed=plan.seed, d1_hidden=hidden, d2_hidden=hidden or (512, 256))
-        # official-file indices of the images behind each feature row, for provenance
-        zhou.fit_features(feats["train"], train.labels, feats["val"],
-                          val_indices=val.indices, train_indices=train.indices)
-        noise = load_dataset("uniform-noise", "val", seed=plan.seed, shape=(3, 32, 32))
-        odin = ODINDetector(model)
-        tuning = odin.tune(val.subset(plan.odin_n, seed=plan.seed).images.to(feats["val"].device),
-                           noise.images[:plan.odin_n].to(feats["val"].device),
-                           temperatures=plan.odin_temperatures, epsilons=plan.odin_epsilons)
-        run.odin_tuning = {**tuning, "ood_source": "uniform-noise val split (3x32x32)"}
-        maha.save(cache / "mahalanobis.safetensors")
-        ae.save(cache / "pixel_autoencoder")
-        zhou.save(cache / "zhou")
-        atomic_write_json(cache / "odin.json", run.odin_tuning)
+    fitted = _load_detectors(run, plan) if cached else _fit_detectors(run, plan, data, feats)
+    if not cached:
         atomic_write_json(cache / "key.json", _jsonable(key))
-    combined = CombinedDetector(zhou, msp).fit_features(feats["val"])
-    run.detectors = {"msp": msp, "odin": odin, "energy": EnergyDetector(model),
-                     "mahalanobis": maha, "pixel_autoencoder": ae, "zhou": zhou,
-                     "combined": combined}
+    msp = MSPDetector(model)
+    zhou, faithful = fitted.pop("zhou"), fitted.pop("zhou_faithful")
+    assert isinstance(zhou, ZhouDetector) and isinstance(faithful, ZhouFaithfulDetector)
+    run.detectors = {
+        "msp": msp, "odin": fitted["odin"], "energy": EnergyDetector(model),
+        "mahalanobis": fitted["mahalanobis"], "knn": fitted["knn"],
+        "pixel_autoencoder": fitted["pixel_autoencoder"], "zhou": zhou,
+        "combined": CombinedDetector(zhou, msp).fit_features(feats["val"]),
+        "zhou_faithful": faithful,
+        "combined_faithful": CombinedDetector(faithful, msp).fit_features(feats["val"])}
     run.zhou_fit = {k: v for k, v in (zhou.fit_record or {}).items() if k != "train_indices"}
     run.zhou_fit["cached"] = cached
+    run.zhou_fit["faithful_loss_history"] = (faithful.fit_record or {}).get("loss_history")
+
+
+def _load_detectors(run: BackboneRun, plan: Plan) -> dict[str, Detector]:
+    model, cache = run.model, run.folder
+    run.odin_tuning = read_json(cache / "odin.json")
+    return {"mahalanobis": MahalanobisDetector(model).load(cache / "mahalanobis.safetensors"),
+            "knn": KNNDetector(model, k=plan.knn_k).load(cache / "knn.safetensors"),
+            "pixel_autoencoder": PixelAutoencoderDetector.load(cache / "pixel_autoencoder"),
+            "zhou": ZhouDetector.load(cache / "zhou", model),
+            "zhou_faithful": ZhouFaithfulDetector.load(cache / "zhou_faithful", model),
+            "odin": ODINDetector(model, temperature=run.odin_tuning["temperature"],
+                                 epsilon=run.odin_tuning["epsilon"])}
+
+
+def _fit_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
+                   feats: dict[str, Tensor]) -> dict[str, Detector]:
+    """Every detector that learns, fitted on training features (validation for the normals
+    and ODIN's tuning), and saved to the cache folder."""
+    model, cache, hidden = run.model, run.folder, plan.zhou_hidden
+    train, val = data["train"], data["val"]
+    device = feats["train"].device
+    out: dict[str, Detector] = {
+        "mahalanobis": MahalanobisDetector(model).fit_features(feats["train"], train.labels),
+        "knn": KNNDetector(model, k=plan.knn_k).fit_features(feats["train"]),
+        "pixel_autoencoder": PixelAutoencoderDetector(epochs=plan.ae_epochs,
+                                                      seed=plan.seed).fit(
+            train.images.to(device))}
+    for name, cls, epochs in (("zhou", ZhouDetector, plan.zhou_epochs),
+                              ("zhou_faithful", ZhouFaithfulDetector, plan.zhou_faithful_epochs)):
+        zhou = cls(model, n_classes=len(train.classes), epochs=epochs, seed=plan.seed,
+                   d1_hidden=hidden, d2_hidden=hidden or (512, 256))
+        # official-file indices of the images behind each feature row, for provenance
+        out[name] = zhou.fit_features(feats["train"], train.labels, feats["val"],
+                                      val_indices=val.indices, train_indices=train.indices)
+    # the OOD proxy: synthetic outliers of *training* images (neither a test set nor as
+    # easy as uniform noise, on which every ODIN setting scored FPR95 = 0)
+    proxy, _ = cifar_outliers(train.images, train.labels, plan.odin_n, seed=plan.seed)
+    odin = ODINDetector(model)
+    tuning = odin.tune(val.subset(plan.odin_n, seed=plan.seed).images.to(device),
+                       proxy.to(device), temperatures=plan.odin_temperatures,
+                       epsilons=plan.odin_epsilons)
+    run.odin_tuning = {**tuning, "ood_source": "synthetic outliers of CIFAR-10 train images "
+                                               f"({', '.join(OUTLIER_KINDS)})"}
+    out["odin"] = odin
+    for name, det in out.items():
+        if isinstance(det, MahalanobisDetector | KNNDetector):
+            det.save(cache / f"{name}.safetensors")
+        elif isinstance(det, PixelAutoencoderDetector | ZhouDetector):
+            det.save(cache / name)
+    atomic_write_json(cache / "odin.json", run.odin_tuning)
+    return out
 
 
 def _jsonable(obj: Any) -> Any:
@@ -277,6 +320,9 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
                for name in far_ood_names(mirror)}
         for name, x in far.items():
             add_set(run, name, "far-ood", x)
+        for name in natural_ood_names(mirror):
+            add_set(run, name, "natural-ood",
+                    far_ood_set(name, mirror, seed=plan.seed, n=plan.ood_limit))
         robust_ood = far[ROBUST_FAR]
         anomalies = limit(test, plan.anomaly_limit, plan.seed)
         for c in CORRUPTIONS:
@@ -288,11 +334,12 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
                            for i in range(0, len(anomalies), BATCH)])
         add_set(run, "fgsm:8/255", "anomaly", x_adv)
     lap("scoring")
-    x_id = test.subset(plan.robust_n, seed=plan.seed).images.to(device)
-    x_ood = robust_ood[:plan.robust_n].to(device)
-    robustness(run, plan, x_id, x_ood, "cifar4-vehicles" if key == "cifar6" else ROBUST_FAR,
-               progress=progress)
-    lap("attacks")
+    if plan.attacks:
+        x_id = test.subset(plan.robust_n, seed=plan.seed).images.to(device)
+        x_ood = robust_ood[:plan.robust_n].to(device)
+        robustness(run, plan, x_id, x_ood, "cifar4-vehicles" if key == "cifar6" else ROBUST_FAR,
+                   progress=progress)
+        lap("attacks")
     run.info["timings_s"] = {k: round(v, 1) for k, v in clock.items() if k != "_"}
     return run
 
@@ -301,14 +348,17 @@ def run_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str = "ful
                             seed: int = 0, mirror: str | os.PathLike[str] | None = None,
                             device: torch.device | None = None,
                             backbone_dir: str | os.PathLike[str] | None = None,
-                            attack_precision: str | None = None, progress: bool = True
+                            attack_precision: str | None = None, progress: bool = True,
+                            changes: dict[str, Any] | None = None
                             ) -> tuple[Plan, dict[str, BackboneRun], dict[str, Any]]:
     """Both backbones end to end (``plan``: full, quick, tiny): ``(plan, runs, run record)``.
 
     ``attack_precision`` (``auto``, ``bf16``, ``fp32``) overrides the plan's precision of the
-    PGD and Square search steps; metrics are always scored in fp32.
+    PGD and Square search steps; metrics are always scored in fp32. ``changes`` overrides
+    other :class:`Plan` fields (``label_smoothing=0.0``: plain cross-entropy backbones;
+    ``attacks=False``: the detector stage only; ``keys=("cifar10",)``: no near-OOD backbone).
     """
-    the_plan = Plan.make(plan, seed)
+    the_plan = replace(Plan.make(plan, seed), **(changes or {}))
     if attack_precision is not None:
         the_plan = replace(the_plan, attack_precision=attack_precision)
     out = Path(out_dir)
@@ -325,14 +375,14 @@ def run_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str = "ful
     runs = {key: evaluate_backbone_run(key, the_plan, out, mirror=mirror, device=device,
                                        progress=progress,
                                        backbone_dir=given if key == "cifar10" else None)
-            for key in ("cifar10", "cifar6")}
+            for key in the_plan.keys}
     record = run_record({"plan": asdict(the_plan), "device": str(device),
                          "attack_precision": precision,
                          "backbone": str(given) if given else None,
                          "near_ood_split": {"id": [CIFAR10_CLASSES[k] for k in ANIMALS],
                                             "ood": [CIFAR10_CLASSES[k] for k in VEHICLES]}},
                         seed, mirror_checksums(
-                            ("cifar10", *(n for n in far_ood_names(mirror) if "noise" not in n)),
-                            mirror=mirror))
+                            ("cifar10", *(n for n in far_ood_names(mirror) if "noise" not in n),
+                             *natural_ood_names(mirror)), mirror=mirror))
     record["wall_time_s"] = time.perf_counter() - start
     return the_plan, runs, record

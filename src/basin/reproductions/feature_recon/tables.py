@@ -20,10 +20,12 @@ from basin.detectors import Detector, DetectorError
 from basin.metrics import ood_metrics
 from basin.report.figures import format_epsilon
 from basin.reproductions.feature_recon.protocol import (
+    LSUN_RESIZE,
     OTHER_NAMES,
     PAPER_TABLE1,
     SEVERITY,
     TINY,
+    TINY_RESIZE,
     BackboneRun,
     Plan,
 )
@@ -82,11 +84,12 @@ def build_tables(plan: Plan, runs: dict[str, BackboneRun], records: list[dict[st
     tables["backbones"] = {
         "caption": "Backbones (airbench convnet): test accuracy and ECE with the plain forward "
                    "pass (what the detectors see), on the test images used",
-        "header": ["backbone", "ID classes", "training images", "epochs", "reused",
-                   "test images", "test accuracy", "ECE", "wall time (s)"],
+        "header": ["backbone", "ID classes", "training images", "epochs", "label smoothing",
+                   "reused", "test images", "test accuracy", "ECE", "wall time (s)"],
         "rows": [[r.key, ", ".join(r.classes), r.info["n_train"], r.info["epochs"],
-                  str(r.info.get("reused")), r.info["n_test"], pct(r.info["test_accuracy"]),
-                  pct(r.info["test_ece"]), round(r.info["seconds"], 1)] for r in runs.values()]}
+                  r.info.get("label_smoothing"), str(r.info.get("reused")), r.info["n_test"],
+                  pct(r.info["test_accuracy"]), pct(r.info["test_ece"]),
+                  round(r.info["seconds"], 1)] for r in runs.values()]}
     tables["metrics"] = {
         "caption": "Every detector on every OOD and anomaly set (ID = the backbone's test "
                    "images; %). Detected = rejected at the 95%-validation threshold",
@@ -98,11 +101,14 @@ def build_tables(plan: Plan, runs: dict[str, BackboneRun], records: list[dict[st
     tables["robustness"] = _robustness_table(plan, runs)
     tables["odin"] = {
         "caption": "ODIN's temperature and preprocessing step, tuned on validation data only "
-                   "(ID validation images and uniform noise of the noise val split; criterion "
-                   "FPR@95%TPR)",
-        "header": ["backbone", "T", "epsilon", "val FPR95", "val ID / OOD images", "OOD proxy"],
+                   "(ID validation images against the OOD proxy; criterion FPR@95%TPR). The "
+                   "proxy's AUROC at T = 1, eps = 0 (plain MSP) shows whether it saturates",
+        "header": ["backbone", "T", "epsilon", "val FPR95", "val AUROC", "proxy AUROC of MSP",
+                   "val ID / OOD images", "OOD proxy"],
         "rows": [[r.key, r.odin_tuning["temperature"], r.odin_tuning["epsilon"],
-                  pct(_grid_fpr(r.odin_tuning)),
+                  pct(_grid_value(r.odin_tuning, "fpr95")),
+                  pct(_grid_value(r.odin_tuning, "auroc")),
+                  pct(_grid_value(r.odin_tuning, "auroc", (1.0, 0.0))),
                   f"{r.odin_tuning['n_val_id']} / {r.odin_tuning['n_val_ood']}",
                   r.odin_tuning["ood_source"]] for r in runs.values()]}
     tables["zhou-fit"] = {
@@ -123,36 +129,38 @@ def build_tables(plan: Plan, runs: dict[str, BackboneRun], records: list[dict[st
 
 
 def _table1(runs: dict[str, BackboneRun], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The paper's Table 1 beside basin's numbers (and Tiny-ImageNet's when present)."""
+    """The paper's Table 1 beside basin's numbers, with the natural-image sets when present:
+    ODIN's Tiny-ImageNet (resize), the paper's own OOD set, and LSUN (resize)."""
+    scores = runs["cifar10"].scores
+    natural = [n for n in (TINY_RESIZE, LSUN_RESIZE, TINY) if n in scores]
+    label = {TINY_RESIZE: "Tiny-ImageNet (resize)", LSUN_RESIZE: "LSUN (resize)",
+             TINY: "Tiny-ImageNet (val zip)"}
     rows = []
-    has_tiny = TINY in runs["cifar10"].scores
     for det in runs["cifar10"].detectors:
         far = _find(records, "cifar10", det, "far-ood (all)") or {}
         anom = _find(records, "cifar10", det, "anomaly (all)") or {}
         near = _find(records, "cifar6", det, "cifar4-vehicles") or {}
+        nat = [_find(records, "cifar10", det, n) or {} for n in natural]
         paper = PAPER_TABLE1.get(det, (None, None, None))
-        row = [method_name(det), paper[1], paper[2], pct(far.get("tnr")),
-               pct(near.get("tnr")), pct(anom.get("tnr")), pct(far.get("auroc")),
-               pct(near.get("auroc")), pct(anom.get("auroc"))]
-        if has_tiny:  # the paper's own OOD set, when its files were present
-            tiny = _find(records, "cifar10", det, TINY) or {}
-            row[3:3] = [pct(tiny.get("tnr"))]
-            row.append(pct(tiny.get("auroc")))
-        rows.append(row)
+        rows.append([method_name(det), paper[1], paper[2], *(pct(r.get("tnr")) for r in nat),
+                     pct(far.get("tnr")), pct(near.get("tnr")), pct(anom.get("tnr")),
+                     *(pct(r.get("auroc")) for r in nat), pct(far.get("auroc")),
+                     pct(near.get("auroc")), pct(anom.get("auroc"))])
     return {
         "caption": "Table 1 beside basin's numbers: OoD accuracy (detected OOD / all OOD) and "
                    "anomaly accuracy (detected anomalies / all anomalies) at the threshold "
                    "accepting 95% of CIFAR-10 validation images, %, and AUROC, %. The paper's "
-                   "OOD set is resized Tiny-ImageNet" + (
-                       " (basin's Tiny-ImageNet columns: its 10,000 val images resized to "
-                       "32x32); " if has_tiny else " (not in the mirror); ") +
-                   "basin's far-OOD columns pool every far-OOD set, near-OOD is the 6-vs-4 "
-                   "open-set split",
+                   "OOD set is resized Tiny-ImageNet: " + (
+                       "ODIN's Tiny-ImageNet (resize) is basin's column of that name; "
+                       if TINY_RESIZE in natural else "not in the mirror; ") +
+                   "basin's far-OOD columns pool the far-OOD sets (digits, letters, drawings, "
+                   "noise), near-OOD is the 6-vs-4 open-set split"
+                   + ("" if "cifar6" in runs else " (not run: no 6-class backbone)"),
         "header": ["method", "paper OoD acc.", "paper anomaly acc."]
-        + (["basin Tiny-ImageNet acc."] if has_tiny else [])
-        + ["basin far-OOD acc.", "basin near-OOD acc.", "basin anomaly acc.",
-           "basin far-OOD AUROC", "basin near-OOD AUROC", "basin anomaly AUROC"]
-        + (["basin Tiny-ImageNet AUROC"] if has_tiny else []), "rows": rows}
+        + [f"basin {label[n]} acc." for n in natural]
+        + ["basin far-OOD acc.", "basin near-OOD acc.", "basin anomaly acc."]
+        + [f"basin {label[n]} AUROC" for n in natural]
+        + ["basin far-OOD AUROC", "basin near-OOD AUROC", "basin anomaly AUROC"], "rows": rows}
 
 
 def _one(found: list[Record]) -> float | None:
@@ -228,7 +236,11 @@ def describe(backbone: str, name: str, kind: str) -> str:
         return f"severity {SEVERITY}: {c.description} ({c.param_name} {c.param(SEVERITY)})"
     if kind == "near-ood":
         return "CIFAR-10 test images of " + ", ".join(CIFAR10_CLASSES[k] for k in VEHICLES)
+    if kind == "natural-ood":
+        return "ODIN's 32x32 JPEGs (the mirror's odin/), unlabelled"
     if kind == "far-ood":
+        if name == TINY:
+            return "Tiny-ImageNet val images, 64x64 resized to 32x32"
         return ("3x32x32 noise" if "noise" in name
                 else "28x28 greyscale, bilinear-upsampled to 32x32, channel repeated")
     classes = ANIMALS if backbone == "cifar6" else range(10)
@@ -236,10 +248,12 @@ def describe(backbone: str, name: str, kind: str) -> str:
         CIFAR10_CLASSES[k] for k in classes)
 
 
-def _grid_fpr(tuning: dict[str, Any]) -> float | None:
-    return next((g["fpr95"] for g in tuning.get("grid", []) if
-                 (g["temperature"], g["epsilon"]) == (tuning["temperature"],
-                                                      tuning["epsilon"])), None)
+def _grid_value(tuning: dict[str, Any], metric: str,
+                at: tuple[float, float] | None = None) -> float | None:
+    """``metric`` of the tuning grid at ``at`` = (T, eps), by default the chosen one."""
+    point = at or (tuning["temperature"], tuning["epsilon"])
+    return next((g[metric] for g in tuning.get("grid", []) if
+                 (g["temperature"], g["epsilon"]) == point), None)
 
 
 def zhou_checks(fit: dict[str, Any]) -> list[str]:
