@@ -61,18 +61,32 @@ BATCH = 64
 MATMUL_SIZE = 1024
 
 
-def interleaved(steps: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Fastest of ``repeats`` calls of each step (after two warm-up calls), round-robin."""
+class Timings(dict):
+    """Fastest time of each contender (the dict), and ``ratio``: the median over rounds of
+    the ratio of two contenders timed back to back in the same round, which follows the
+    load of a shared machine better than a ratio of two minima taken at different moments."""
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        super().__init__({name: min(times) for name, times in samples.items()})
+        self.samples = samples
+
+    def ratio(self, a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(self.samples[a], self.samples[b],
+                                                       strict=True))
+
+
+def interleaved(steps: dict[str, Callable[[], Any]], repeats: int) -> Timings:
+    """``repeats`` rounds of one call of each step (after two warm-up calls), round-robin."""
     for step in steps.values():
         step()
         step()
-    best = dict.fromkeys(steps, math.inf)
+    samples: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
             start = time.perf_counter()
             step()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            samples[name].append(time.perf_counter() - start)
+    return Timings(samples)
 
 
 def verdict(ratio: float, target: float) -> str:
@@ -134,12 +148,17 @@ def section_step(repeats: int) -> dict[str, Any]:
         flops = bench.flops()
         floor = flops / rate
         fused_t, loop_t = times[str((idx, True))], times[str((idx, False))]
+        # step / floor = (step / matmul time) * (matmul FLOPs / step FLOPs), paired per round
+        scale = 2 * MATMUL_SIZE ** 3 / flops
+        now = times.ratio(str((idx, True)), "matmul") * scale
+        before = times.ratio(str((idx, False)), "matmul") * scale
         name = bench.stage.name
         print(f"  {name:<11} {flops / 1e6:6.1f} MFLOP  floor {floor * 1e3:5.2f} ms  "
               f"step {fused_t * 1e3:6.2f} ms (reference kernels {loop_t * 1e3:6.2f} ms)  "
-              f"step/floor {verdict(fused_t / floor, 2.0)}; before {loop_t / floor:.2f}x")
+              f"step/floor {verdict(now, 2.0)}; before {before:.2f}x")
         out["stages"][name] = {"mflop": flops / 1e6, "floor_ms": floor * 1e3,
-                               "step_ms": fused_t * 1e3, "reference_kernels_ms": loop_t * 1e3}
+                               "step_ms": fused_t * 1e3, "reference_kernels_ms": loop_t * 1e3,
+                               "step_over_floor": now, "reference_over_floor": before}
     return out
 
 
@@ -152,8 +171,8 @@ def section_projection(repeats: int) -> dict[str, float]:
     steps: dict[str, Callable[[], Any]] = {k: b.step for k, b in benches.items()}
     steps.update({f"{k} fb": benches[k].forward_backward for k in ("plain", "projection")})
     times = interleaved(steps, repeats)
-    ratio, fb = times["projection"] / times["plain"], times["projection fb"] / times["plain fb"]
-    before = times["projection (reference kernels)"] / times["plain (reference kernels)"]
+    ratio, fb = times.ratio("projection", "plain"), times.ratio("projection fb", "plain fb")
+    before = times.ratio("projection (reference kernels)", "plain (reference kernels)")
     print(f"  training step: plain {times['plain'] * 1e3:.2f} ms, projection "
           f"{times['projection'] * 1e3:.2f} ms -> {verdict(ratio, 2.0)}")
     print(f"  forward + backward only: {times['plain fb'] * 1e3:.2f} ms vs "
@@ -185,7 +204,7 @@ def section_scoring(repeats: int, n_images: int = 1000) -> dict[str, Any]:
         times = interleaved({"score": lambda d=detector: d.score_batches(x, 500),
                              "predict": lambda c=classifier: c.predict(x, batch_size=500),
                              "n": forwards, "n+1": lambda k=n + 1: forwards(k)}, repeats)
-        score, predict = times["score"] / times["n"], times["predict"] / times["n+1"]
+        score, predict = times.ratio("score", "n"), times.ratio("predict", "n+1")
         print(f"  n = {n}: score {times['score'] * 1e3:.1f} ms / {n} forwards "
               f"{times['n'] * 1e3:.1f} ms = {verdict(score, 1.2)}; predict (score + class) "
               f"{times['predict'] * 1e3:.1f} ms / {n + 1} forwards "
@@ -231,12 +250,15 @@ def section_metrics(seeds: int, epochs: int, train_size: int,
             a = [r[metric] for r in runs[False]]
             b = [r[metric] for r in runs[True]]
             spread = statistics.stdev(a) if len(a) > 1 else float("nan")
+            # two standard errors of a difference of means over len(a) seeds each
+            noise = 2 * math.sqrt((statistics.variance(a) + statistics.variance(b)) / len(a)) \
+                if len(a) > 1 else float("nan")
             gap = abs(statistics.mean(b) - statistics.mean(a))
             worst = max(abs(x - y) for x, y in zip(a, b, strict=True))
             print(f"  {preset:<15} {metric:<14} reference {statistics.mean(a):.5f}  fast "
-                  f"{statistics.mean(b):.5f}  |mean gap| {gap:.2e}  largest same-seed gap "
-                  f"{worst:.2e}  seed std {spread:.2e}  -> "
-                  f"{'within' if gap <= spread else 'BEYOND'} seed noise")
+                  f"{statistics.mean(b):.5f}  |mean gap| {gap:.2e} (2 s.e. {noise:.2e})  "
+                  f"same-seed gap <= {worst:.2e}  seed std {spread:.2e}  -> "
+                  f"{'within' if gap <= noise or gap == 0 else 'BEYOND'} seed noise")
     return out
 
 
@@ -272,6 +294,7 @@ def section_feature_recon(repeats: int, batch: int = 64) -> dict[str, Any]:
 
         return step
 
+    relative: dict[str, float] = {}  # step time / matmul time, paired within each block
     times: dict[str, float] = {}
     # the weights follow the input's layout (as backbone training does): one block per layout
     for layout_name, layout in (("NCHW", torch.contiguous_format),
@@ -282,25 +305,26 @@ def section_feature_recon(repeats: int, batch: int = 64) -> dict[str, Any]:
         if layout_name == "channels_last":
             block["bf16 channels_last"] = attack_step(xin, True)
         measured = interleaved(block, repeats)
-        times[f"matmul {layout_name}"] = measured.pop("matmul")
-        times.update(measured)
+        relative.update({k: measured.ratio(k, "matmul") for k in block if k != "matmul"})
+        times.update({k: v for k, v in measured.items() if k != "matmul"})
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     with FlopCounterMode(display=False) as counter:
         attack_step(x, False)()
     flops = counter.get_total_flops()
-    floor = flops / (2 * MATMUL_SIZE ** 3 / times["matmul NCHW"])
-    recorded, base = sum(FR_RECORDED_ATTACK_S), times["fp32 NCHW"]
+    floor_relative = flops / (2 * MATMUL_SIZE ** 3)  # floor time / matmul time
+    floor = floor_relative * times["fp32 NCHW"] / relative["fp32 NCHW"]
+    recorded, base = sum(FR_RECORDED_ATTACK_S), relative["fp32 NCHW"]
     rest = FR_RECORDED_TOTAL_S - recorded
     out: dict[str, Any] = {"gflop_per_step": flops / 1e9, "floor_ms": floor * 1e3}
     print(f"  step {flops / 1e9:.1f} GFLOP; fp32 matmul floor {floor * 1e3:.0f} ms; recorded "
           f"attack stages {recorded / 60:.1f} min, the rest of the run {rest / 60:.1f} min")
     for name in ("fp32 NCHW", "fp32 channels_last", "bf16 channels_last"):
-        projected = recorded * times[name] / base
+        projected = recorded * relative[name] / base
         out[name] = {"step_ms": times[name] * 1e3, "projected_attack_s": projected}
-        print(f"  {name:<19} {times[name] * 1e3:7.0f} ms/step ({times[name] / base:.2f}x) -> "
+        print(f"  {name:<19} {times[name] * 1e3:7.0f} ms/step ({relative[name] / base:.2f}x) -> "
               f"attacks ~{projected / 60:5.1f} min, run ~{(rest + projected) / 60:5.1f} min "
               f"(target 45 min with fp32 attacks)")
-    at_floor = recorded * floor / base
+    at_floor = recorded * floor_relative / base
     print(f"  fp32 at the matmul floor: attacks ~{at_floor / 60:.1f} min, run "
           f"~{(rest + at_floor) / 60:.1f} min")
     out["floor_projected_attack_s"] = at_floor

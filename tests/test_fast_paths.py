@@ -14,6 +14,8 @@ forward and recursion, value and gradients, to float rounding.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,3 +169,23 @@ def test_joint_record_refuses_another_number_of_directions():
     record = run_stack_with_tangents(net.autoencoder_stack(), torch.rand(4, 20), 2)
     with pytest.raises(ValueError, match="projections"):
         frobenius_sq_projection(record, 1)
+
+
+def test_resume_reads_the_older_name_of_the_fast_kernels(tmp_path):
+    class StopError(Exception):
+        pass
+
+    def stop(info) -> None:
+        raise StopError
+
+    with pytest.raises(StopError):
+        train(finetune_config(), toy_data(), tmp_path / "run", on_epoch_end=stop)
+    config_file = tmp_path / "run" / "config.json"
+    stored = json.loads(config_file.read_text())
+    del stored["run"]["kernels"]
+    stored["run"]["optimizer"] = "adam-fused"
+    config_file.write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="fast_kernels"):
+        train(finetune_config(), toy_data(), tmp_path / "run", resume=True, fast_kernels=False)
+    result = train(finetune_config(), toy_data(), tmp_path / "run", resume=True)
+    assert len(result.history[-1]["epochs"]) == EPOCHS

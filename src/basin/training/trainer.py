@@ -185,7 +185,9 @@ def _write_config(paths: RunPaths, config: TrainConfig, net: AttractorNet, data:
 def _check_same_kernels(paths: RunPaths, fast: bool) -> None:
     """A partial run continues on its kernels (runs from before the choice was recorded used
     the reference ones); a complete run trains nothing more, so any will do to reuse it."""
-    started_with = read_run_config(paths.root).get("run", {}).get("kernels", KERNELS[False])
+    run = read_run_config(paths.root).get("run", {})
+    # "optimizer": "adam-fused" was the record's name for the fast kernels for a while
+    started_with = run.get("kernels", KERNELS[run.get("optimizer") == "adam-fused"])
     if started_with != KERNELS[fast]:
         raise ValueError(f"fast_kernels: {paths.config} was started on the {started_with!r} "
                          f"kernels; resuming on {KERNELS[fast]!r} would change its arithmetic")
