@@ -86,3 +86,24 @@ def audit_toy(system: dict[str, Any], **kwargs: Any) -> Any:
     options = {"epsilons": (2 / 255, 8 / 255), "attacks": "fast", "n": None, "seed": 3,
                "calibration": system["calibration"], "batch_size": 4} | kwargs
     return audit(system["model"], system["detector"], system["id"], system["ood"], **options)
+
+
+def toy_attack_stage() -> Any:
+    """The feature-recon attack stage on the toy CNN: MSP and energy, thresholds at the
+    median clean ID score, two epsilons, PGD-3 and a small Square check."""
+    import torch
+
+    from basin.detectors import EnergyDetector, MSPDetector
+    from basin.models.feature_classifier import as_feature_classifier
+    from basin.reproductions.feature_recon.attack_grid import AttackStage
+    from basin.robustness.detector_level import RobustnessSettings
+
+    system = toy_audit_system()
+    model = as_feature_classifier(system["model"])
+    x_id, x_ood = system["id"][0], system["ood"]["sq"]
+    detectors = {"msp": MSPDetector(model), "energy": EnergyDetector(model)}
+    for det in detectors.values():
+        det.threshold = float(torch.median(det.score_batches(x_id, 8)))
+    settings = RobustnessSettings(epsilons=(2 / 255, 8 / 255), steps=3, square_n=4,
+                                  square_queries=10, seed=5, batch=8)
+    return AttackStage(detectors, x_id, x_ood, settings, "toy-id", "toy-ood")

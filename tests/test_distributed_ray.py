@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from basin.distributed import Cell, GridError, RayExecutor, Resources, run_grid
-from distributed_work import audit_toy, fail_once, noisy_sum, toy_audit_system
+from basin.reproductions.feature_recon.attack_grid import Execution, attack_detectors
+from distributed_work import (
+    audit_toy,
+    fail_once,
+    noisy_sum,
+    toy_attack_stage,
+    toy_audit_system,
+)
 
 if os.environ.get("CI") == "true":
     import ray  # CI installs the extra: a missing Ray is a failure there, not a skip
@@ -105,3 +112,11 @@ def test_an_audit_on_ray_has_the_local_records(cluster: None) -> None:
     assert on_ray.records == local.records
     for a, b in zip(on_ray.runs, local.runs, strict=True):
         assert a.spec == b.spec and (a.scores == b.scores).all()
+
+
+def test_the_feature_recon_attack_stage_on_ray_has_the_local_records(cluster: None) -> None:
+    stage = toy_attack_stage()
+    local = attack_detectors(stage, model_id="toy")
+    on_ray = attack_detectors(stage, model_id="toy", execution=Execution("ray"))
+    assert {k: v.to_dict() for k, v in on_ray.items()} == \
+        {k: v.to_dict() for k, v in local.items()}

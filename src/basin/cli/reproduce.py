@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from basin.cli.options import device_option, mirror_option, seed_option
+from basin.cli.options import (
+    device_option,
+    executor_options,
+    mirror_option,
+    seed_option,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -105,19 +110,30 @@ def attractor_paper(out_dir: str, quick: bool, threads: int, seed: int, device: 
 @seed_option
 @device_option
 @mirror_option
+@executor_options
 def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, threads: int,
                         attack_precision: str | None, seed: int, device: str | None,
-                        mirror: str | None) -> None:
-    """Mulé & Shaner: feature reconstruction + MSP for OOD and anomaly detection (CIFAR-10)."""
+                        mirror: str | None, executor: str, ray_address: str | None) -> None:
+    """Mulé & Shaner: feature reconstruction + MSP for OOD and anomaly detection (CIFAR-10).
+
+    The attack stage runs one cell per detector: --executor ray runs them as Ray tasks (same
+    records); finished cells stream into OUT/attack_cells and a rerun skips them."""
     from basin.data import DatasetError
     from basin.detectors import DetectorError
+    from basin.distributed import make_executor
     from basin.reproductions.feature_recon import reproduce_feature_recon_paper
     from basin.utils.io import CheckpointError
+
+    try:  # before any training: Ray missing is one line saying how to install it
+        make_executor(executor, ray_address=ray_address)
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
 
     run_reproduction(
         lambda dev: reproduce_feature_recon_paper(
             out_dir, plan="quick" if quick else "full", seed=seed, mirror=mirror, device=dev,
-            backbone_dir=backbone_dir, attack_precision=attack_precision),
+            backbone_dir=backbone_dir, attack_precision=attack_precision, executor=executor,
+            ray_address=ray_address),
         out_dir=out_dir, device=device, seed=seed, threads=threads,
         errors=(CheckpointError, DatasetError, DetectorError, ValueError), echo_sanity=True)
 

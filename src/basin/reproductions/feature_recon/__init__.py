@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from basin.reproductions.feature_recon.attack_grid import Execution
 from basin.reproductions.feature_recon.protocol import DETECTORS, BackboneRun, Plan
 from basin.reproductions.feature_recon.report import write_feature_recon_report
 from basin.reproductions.feature_recon.run import run_feature_recon_paper
@@ -25,6 +26,7 @@ def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str 
                                   device: torch.device | None = None,
                                   backbone_dir: str | os.PathLike[str] | None = None,
                                   attack_precision: str | None = None,
+                                  executor: str = "local", ray_address: str | None = None,
                                   progress: bool = True,
                                   changes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the whole reproduction (``plan``: full, quick, tiny); returns results.json's dict.
@@ -32,10 +34,13 @@ def reproduce_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str 
     ``attack_precision`` (``auto``, ``bf16``, ``fp32``) overrides the plan's precision of the
     PGD and Square search steps; metrics are always scored in fp32. ``changes`` overrides
     other :class:`Plan` fields (e.g. ``{"label_smoothing": 0.0, "attacks": False}``).
+    ``executor`` (``local`` or ``ray``, at ``ray_address``) runs the attack stage's cells
+    (the same records).
     """
     the_plan, runs, record = run_feature_recon_paper(
         out_dir, plan=plan, seed=seed, mirror=mirror, device=device, backbone_dir=backbone_dir,
-        attack_precision=attack_precision, progress=progress, changes=changes)
+        attack_precision=attack_precision, progress=progress,
+        execution=Execution(executor, ray_address), changes=changes)
     return write_feature_recon_report(Path(out_dir), the_plan, runs, record)
 
 

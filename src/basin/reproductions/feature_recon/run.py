@@ -38,7 +38,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from basin.attacks import FGSM, make_objective
 from basin.corruptions import corrupt
@@ -71,6 +70,12 @@ from basin.detectors import (
 from basin.metrics import ece
 from basin.models.cifar import build_backbone, load_backbone
 from basin.models.feature_classifier import extract_features
+from basin.reproductions.feature_recon.attack_grid import (
+    LOCAL,
+    AttackStage,
+    Execution,
+    attack_detectors,
+)
 from basin.reproductions.feature_recon.protocol import (
     ACCEPTANCE,
     ATTACK_FIELDS,
@@ -82,7 +87,7 @@ from basin.reproductions.feature_recon.protocol import (
     BackboneRun,
     Plan,
 )
-from basin.robustness.detector_level import RobustnessSettings, detector_robustness
+from basin.robustness.detector_level import RobustnessSettings
 from basin.training.backbone import default_backbone_config, train_backbone
 from basin.training.backbone_aug import resolve_precision
 from basin.utils.io import atomic_write_json, read_json
@@ -265,22 +270,26 @@ def add_set(run: BackboneRun, name: str, kind: str, x: Tensor) -> None:
 
 # ---- robustness -----------------------------------------------------------------------------
 def robustness(run: BackboneRun, plan: Plan, x_id: Tensor, x_ood: Tensor, ood_name: str, *,
-               progress: bool = False) -> None:
-    """PGD (and Square) through every detector's own score: ID to rejection, OOD to acceptance."""
+               progress: bool = False, execution: Execution = LOCAL,
+               cells_dir: Path | None = None) -> None:
+    """PGD (and Square) through every detector's own score: ID to rejection, OOD to acceptance;
+    one cell per detector (:mod:`.attack_grid`), locally or on Ray, resumable from
+    ``cells_dir``."""
     device = x_id.device
     settings = RobustnessSettings(
         epsilons=plan.robust_eps, steps=plan.pgd_steps, square_n=plan.square_n,
         square_queries=plan.square_queries,
         precision=resolve_precision(plan.attack_precision, device), seed=plan.seed, batch=BATCH)
-    names = list(run.detectors)
-    for name in tqdm(names, desc=f"attacks ({run.key})", disable=not progress):
-        run.robustness[name] = detector_robustness(run.detectors[name], x_id, x_ood, settings,
-                                                   id_name=run.key, ood_name=ood_name)
+    stage = AttackStage(run.detectors, x_id, x_ood, settings, run.key, ood_name)
+    run.robustness.update(attack_detectors(stage, model_id=run.info["sha256"],
+                                           execution=execution, cells_dir=cells_dir,
+                                           progress=progress))
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
 def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path | None,
-                          mirror: Any, device: torch.device, progress: bool) -> BackboneRun:
+                          mirror: Any, device: torch.device, progress: bool,
+                          execution: Execution = LOCAL) -> BackboneRun:
     data = load_splits(key, mirror, seed=plan.seed, train_limit=plan.train_limit,
                        val_limit=plan.val_limit, test_limit=plan.test_limit,
                        near_limit=plan.near_limit)
@@ -338,7 +347,7 @@ def evaluate_backbone_run(key: str, plan: Plan, out: Path, *, backbone_dir: Path
         x_id = test.subset(plan.robust_n, seed=plan.seed).images.to(device)
         x_ood = robust_ood[:plan.robust_n].to(device)
         robustness(run, plan, x_id, x_ood, "cifar4-vehicles" if key == "cifar6" else ROBUST_FAR,
-                   progress=progress)
+                   progress=progress, execution=execution, cells_dir=out / "attack_cells")
         lap("attacks")
     run.info["timings_s"] = {k: round(v, 1) for k, v in clock.items() if k != "_"}
     return run
@@ -349,7 +358,8 @@ def run_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str = "ful
                             device: torch.device | None = None,
                             backbone_dir: str | os.PathLike[str] | None = None,
                             attack_precision: str | None = None, progress: bool = True,
-                            changes: dict[str, Any] | None = None
+                            changes: dict[str, Any] | None = None,
+                            execution: Execution = LOCAL
                             ) -> tuple[Plan, dict[str, BackboneRun], dict[str, Any]]:
     """Both backbones end to end (``plan``: full, quick, tiny): ``(plan, runs, run record)``.
 
@@ -357,6 +367,7 @@ def run_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str = "ful
     PGD and Square search steps; metrics are always scored in fp32. ``changes`` overrides
     other :class:`Plan` fields (``label_smoothing=0.0``: plain cross-entropy backbones;
     ``attacks=False``: the detector stage only; ``keys=("cifar10",)``: no near-OOD backbone).
+    ``execution``: the attack stage's cells locally (default) or on Ray (same records).
     """
     the_plan = replace(Plan.make(plan, seed), **(changes or {}))
     if attack_precision is not None:
@@ -373,11 +384,11 @@ def run_feature_recon_paper(out_dir: str | os.PathLike[str], *, plan: str = "ful
     precision = resolve_precision(the_plan.attack_precision, device)  # bad values fail early
     start = time.perf_counter()
     runs = {key: evaluate_backbone_run(key, the_plan, out, mirror=mirror, device=device,
-                                       progress=progress,
+                                       progress=progress, execution=execution,
                                        backbone_dir=given if key == "cifar10" else None)
             for key in the_plan.keys}
     record = run_record({"plan": asdict(the_plan), "device": str(device),
-                         "attack_precision": precision,
+                         "attack_precision": precision, "execution": asdict(execution),
                          "backbone": str(given) if given else None,
                          "near_ood_split": {"id": [CIFAR10_CLASSES[k] for k in ANIMALS],
                                             "ood": [CIFAR10_CLASSES[k] for k in VEHICLES]}},
