@@ -83,7 +83,8 @@ def test_plan_cells_give_costly_and_control_readings_one_seed() -> None:
         seeds.setdefault(c.model, []).append(int(c.param("seed")))
     assert seeds["literal"] == [4, 5, 6] and seeds["sigmoid-joint"] == [4, 5, 6]
     assert seeds["baseline"] == [4] and seeds["literal-exact"] == [4]
-    assert len(cells) == 3 * (len(READING_NAMES) - 2) + 2
+    assert seeds["sigmoid-joint-exact"] == [4]
+    assert len(cells) == 3 * (len(READING_NAMES) - 3) + 3
     # the budget override applies, except where the reading undoes it
     assert plan.train_config("sigmoid-joint-sum", 5).jacobian == "projection"
     exact = plan.train_config("literal-exact", 4)

@@ -12,9 +12,9 @@ from basin.cli.options import device_option, mirror_option, seed_option
 
 # basin.reproductions.attractor_ablation.READING_NAMES, spelt out so that --help does not
 # import torch (tests/test_attractor_ablation.py checks the two agree)
-READINGS = ("literal", "literal-exact", "baseline", "sigmoid-joint", "joint",
-            "sigmoid-joint-sum", "sum", "clamp-joint", "sigmoid", "sigmoid-joint-eigen10",
-            "clamp")
+READINGS = ("literal", "literal-exact", "sigmoid-joint-exact", "baseline", "sigmoid-joint",
+            "joint", "sigmoid-joint-sum", "sum", "clamp-joint", "sigmoid",
+            "sigmoid-joint-eigen10", "clamp")
 
 
 def _readings(text: str | None) -> tuple[str, ...] | None:

@@ -71,6 +71,10 @@ READINGS: tuple[Reading, ...] = (
     Reading("literal-exact", "attractor", {"jacobian": "exact-fast"},
             "control: the literal reading with the exact Jacobian the paper computes, against "
             "the grid's one-projection estimator", "literal", max_seeds=1),
+    Reading("sigmoid-joint-exact", "attractor",
+            {"output_activation": "sigmoid", "pretrain": False, "jacobian": "exact-fast"},
+            "control: sigmoid-joint with the exact Jacobian (the issue's run of this reading "
+            "accepted 62.8%)", "sigmoid-joint", max_seeds=1),
     Reading("baseline", "baseline", {"jacobian": "exact-fast"},
             "Sec. 3.1.3 baseline, literal reading (Table 1; no eigen term, so no Jacobian)",
             "literal", max_seeds=1),
