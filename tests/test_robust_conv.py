@@ -187,3 +187,14 @@ def test_conv_interval_bounds_are_sound_and_exact_on_a_point() -> None:
         assert bool(((code >= code_lo - 1e-9) & (code <= code_hi + 1e-9)).all())
         assert bool(((r >= cert.score_lower - 1e-5) & (r <= cert.score_upper + 1e-5)).all())
     assert bool((code_hi - code_lo).max() > 0)   # the box did widen: the check is not vacuous
+
+
+def test_training_attack_starts_the_first_inputs_at_the_clean_point() -> None:
+    x = torch.rand(6, 1, 28, 28) * 0.5 + 0.25
+    flat = lambda t: t.flatten(1).sum(1) * 0.0  # noqa: E731  (zero gradient: no step moves)
+    out = pgd_linf(flat, x, 0.2, 1, 0.05, torch.Generator().manual_seed(0), clean_start=2)
+    assert torch.equal(out[:2], x[:2])
+    moved = (out[2:] - x[2:]).abs().flatten(1).amax(1)
+    assert bool((moved > 0.1).all()) and float(moved.max()) <= 0.2 + 1e-6
+    with pytest.raises(ValueError, match="clean_start_fraction"):
+        RobustConfig(clean_start_fraction=1.5)

@@ -51,13 +51,15 @@ LossFn = Callable[[Tensor], Tensor]
 
 
 def pgd_linf(loss_fn: LossFn, x: Tensor, epsilon: float, steps: int, step_size: float,
-             generator: torch.Generator | None) -> Tensor:
+             generator: torch.Generator | None, clean_start: int = 0) -> Tensor:
     """Sign-gradient ascent on ``loss_fn(x').sum()`` inside the L-inf ball and [0, 1],
-    from a uniform random start (the cheap training attack; the last iterate is returned).
-    With ``steps = 0`` or ``epsilon = 0`` returns ``x``."""
+    from a uniform random start (the cheap training attack; the last iterate is returned);
+    the first ``clean_start`` inputs start at the clean point instead. With ``steps = 0`` or
+    ``epsilon = 0`` returns ``x``."""
     if steps == 0 or epsilon == 0:
         return x.detach()
     noise = torch.rand(x.shape, generator=generator) * 2 - 1
+    noise[:clean_start] = 0.0
     x_adv = (x + epsilon * noise.to(x)).clamp(0.0, 1.0).detach()
     for _ in range(steps):
         x_adv.requires_grad_(True)
@@ -125,7 +127,8 @@ def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: Rob
         eps = epsilon_at(config, epoch, step, steps)
         size = config.step_factor * eps / max(1, config.id_steps)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            x_adv = pgd_linf(_id_loss(net, y, config), x, eps, config.id_steps, size, gen)
+            x_adv = pgd_linf(_id_loss(net, y, config), x, eps, config.id_steps, size, gen,
+                             clean_start=round(config.clean_start_fraction * len(idx)))
             o_adv = None
             if n_out and pool is not None:   # n_out is 0 without a pool
                 o, _ = pool.sample(max(1, round(n_out * len(idx) / config.batch_size)), gen)

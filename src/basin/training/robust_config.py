@@ -37,6 +37,10 @@ class RobustConfig:
     digits maximises: "ce+sim" (misclassify and lower the similarity) or "cor" (the
     correct-or-reject loss: wrong *and* accepted). ``bf16`` runs the training attacks and
     the loss under CPU/GPU bf16 autocast (about 2x faster convolutions; evaluation stays fp32).
+    ``clean_start_fraction`` of each batch's digits start the training attack at the clean
+    (accepted) input instead of a random point of the ball: the end-to-end attacks that break
+    a rejecting system walk from the clean input and stay accepted, which a random start at
+    eps = 0.3 (already rejected) does not explore.
     """
 
     dataset: str = "mnist"
@@ -61,6 +65,7 @@ class RobustConfig:
     attack_conf_weight: float = 0.5
     score_steps: int = 1
     id_attack: str = "ce+sim"
+    clean_start_fraction: float = 0.0
     bf16: bool = False
     weights: RobustWeights = field(default_factory=RobustWeights)
     monitor_n: int = 200
@@ -98,6 +103,9 @@ class RobustConfig:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon: must lie in [0, 1], got {self.epsilon}")
+        if not 0.0 <= self.clean_start_fraction <= 1.0:
+            raise ValueError(f"clean_start_fraction: must lie in [0, 1], got "
+                             f"{self.clean_start_fraction}")
         if not 0.0 <= self.outlier_fraction <= 4.0:
             raise ValueError(f"outlier_fraction: must lie in [0, 4], got "
                              f"{self.outlier_fraction}")
@@ -152,6 +160,13 @@ ROBUST_PRESETS: dict[str, RobustConfig] = {
         arch="conv", channels=(16, 32), code=256, epochs=8, ramp_epochs=4, id_steps=5,
         outlier_steps=2, id_attack="cor", bf16=True, weights=COR_WEIGHTS,
         preset="attractor-robust-conv"),
+    # Second conv run: half of the training attacks start at the clean digit (the evaluation
+    # found the first run's silent failures with small steps from the clean input), PGD-7 on
+    # the digits and PGD-3 on the outliers, five of eight epochs at the full epsilon.
+    "attractor-robust-conv2": RobustConfig(
+        arch="conv", channels=(16, 32), code=256, epochs=8, ramp_epochs=3, id_steps=7,
+        outlier_steps=3, id_attack="cor", clean_start_fraction=0.5, bf16=True,
+        weights=COR_WEIGHTS, preset="attractor-robust-conv2"),
     # The same objective on the paper's MLP, to separate the objective from the architecture.
     "attractor-robust-cor": RobustConfig(
         epochs=8, ramp_epochs=4, id_steps=5, outlier_steps=2, id_attack="cor",
