@@ -19,7 +19,12 @@ from basin.reproductions.attractor_ablation import (
     measure_network,
     reproduce_attractor_ablation,
 )
-from basin.reproductions.attractor_ablation.protocol import objective_weights, targets
+from basin.reproductions.attractor_ablation.protocol import (
+    BUDGET,
+    objective_weights,
+    reading,
+    targets,
+)
 from basin.reproductions.attractor_ablation.tables import (
     ablation_table,
     best_fits,
@@ -29,7 +34,7 @@ from basin.reproductions.attractor_ablation.tables import (
 )
 from basin.robustness.evaluation import EvaluationSettings, evaluate_run
 from basin.robustness.records import Record
-from basin.training import PRESETS, TrainConfig
+from basin.training import PRESETS, TrainConfig, TrainData, evaluate, toy_split, train
 
 
 def _batch(seed: int = 0) -> tuple[AttractorNet, torch.Tensor, torch.Tensor]:
@@ -210,3 +215,28 @@ def test_cli_lists_the_command_and_names_a_bad_reading() -> None:
     bad = runner.invoke(main, ["reproduce", "attractor-ablation", "--out", "unused",
                                "--readings", "literal,relu6"])
     assert bad.exit_code == 2 and "relu6" in bad.output and "--readings" in bad.output
+
+
+def test_best_reading_preset_is_that_reading_with_the_exact_jacobian() -> None:
+    best = PRESETS["paper-attractor-sigmoid-sum"]
+    grid = reading("sigmoid-joint-sum").config(0, BUDGET)
+    assert best.differences(grid) == {"jacobian": ("exact-fast", "projection")}
+    assert (best.output_activation, best.pretrain, best.mse_reduction, best.train_size) == (
+        "sigmoid", False, "sum", 1000)
+    assert PRESETS["paper-attractor"].mse_reduction == "mean"  # the literal one is kept
+
+
+def test_best_reading_preset_trains_with_the_summed_reconstruction(tmp_path: Path) -> None:
+    config = PRESETS["paper-attractor-sigmoid-sum"].replace(
+        dataset="toy", widths=(16, 12, 8, 12, 16), n_classes=3, train_size=48, val_size=24,
+        max_epochs=2, learning_rates=(0.001, 0.005, 0.0005))
+    parts = {s: toy_split(s, 16, 3) for s in ("train", "val", "test")}
+    data = TrainData(parts["train"][0][:48], parts["train"][1][:48], parts["val"][0][:24],
+                     parts["val"][1][:24], *parts["test"])
+    result = train(config, data, tmp_path / "run")
+    x = data.test_x
+    measured = evaluate(result.net, x, data.test_y, config)["loss"]["reconstruction"]
+    with torch.no_grad():
+        by_hand = float(((result.net.reconstruct(x) - x) ** 2).sum(dim=1).mean())
+    assert measured == pytest.approx(by_hand, rel=1e-5)
+    assert measured > 2 * by_hand / 16  # not the per-element mean

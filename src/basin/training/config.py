@@ -149,6 +149,14 @@ PRESETS: dict[str, TrainConfig] = {
     # one-projection unbiased estimator of ||J||_F^2.
     "attractor-full": TrainConfig(weights=_ATTRACTOR, jacobian="projection", projections=1,
                                   preset="attractor-full"),
+    # The reading of the paper closest to its Table 2 in the ablation of issue 14
+    # (basin reproduce attractor-ablation, reading 'sigmoid-joint-sum'): sigmoid output
+    # (images in [0, 1]), joint training instead of layer-wise pretraining, and the squared
+    # errors summed per image; the exact Jacobian as the paper (the grid used the estimator).
+    "paper-attractor-sigmoid-sum": TrainConfig(weights=_ATTRACTOR, train_size=1000,
+                                               output_activation="sigmoid", pretrain=False,
+                                               mse_reduction="sum", jacobian="exact-fast",
+                                               preset="paper-attractor-sigmoid-sum"),
 }
 
 
