@@ -23,6 +23,7 @@ from basin.losses.robust import (
 from basin.models.attractor import AttractorNet
 from basin.models.conv_attractor import ConvAttractorNet
 from basin.models.factory import build_attractor
+from basin.reproductions.robust_attractor.protocol import RobustPlan
 from basin.robustness.certify import certify, decoder_box, encoder_box, input_box
 from basin.training.data import TrainData, toy_split
 from basin.training.robust import as_images, pgd_linf, train_robust
@@ -198,3 +199,11 @@ def test_training_attack_starts_the_first_inputs_at_the_clean_point() -> None:
     assert bool((moved > 0.1).all()) and float(moved.max()) <= 0.2 + 1e-6
     with pytest.raises(ValueError, match="clean_start_fraction"):
         RobustConfig(clean_start_fraction=1.5)
+
+
+def test_plan_only_keeps_the_named_systems_in_order() -> None:
+    plan = RobustPlan().only(["baseline", "robust-conv"])
+    assert plan.systems == ("robust-conv", "baseline")
+    assert RobustPlan().only(None).systems == RobustPlan().systems
+    with pytest.raises(ValueError, match="robust-transformer"):
+        RobustPlan().only(["robust-transformer"])

@@ -151,14 +151,16 @@ def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, thr
               help="A finished robust training run to evaluate instead of training it, as "
                    "SYSTEM=DIR (robust, robust-cor, robust-conv; a bare DIR is 'robust'); "
                    "repeatable.")
+@click.option("--systems", default=None, metavar="A,B",
+              help="Judge only these systems (e.g. robust-conv,baseline); default: all.")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="CPU threads for torch (0: torch's default).")
 @seed_option
 @device_option
 @mirror_option
 def robust_attractor(out_dir: str, quick: bool, reuse: str | None,
-                     robust_runs: tuple[str, ...], threads: int, seed: int, device: str | None,
-                     mirror: str | None) -> None:
+                     robust_runs: tuple[str, ...], systems: str | None, threads: int, seed: int,
+                     device: str | None, mirror: str | None) -> None:
     """Issue 13: the adversarially trained attractor system beside the paper's networks."""
     from basin.data import DatasetError
     from basin.reproductions.robust_attractor.report import reproduce_robust_attractor
@@ -168,7 +170,9 @@ def robust_attractor(out_dir: str, quick: bool, reuse: str | None,
     run_reproduction(
         lambda dev: reproduce_robust_attractor(out_dir, quick=quick, seed=seed, mirror=mirror,
                                                device=dev, reuse=reuse,
-                                               robust_runs=parse_robust_runs(robust_runs)),
+                                               robust_runs=parse_robust_runs(robust_runs),
+                                               systems=None if systems is None else
+                                               [n.strip() for n in systems.split(",")]),
         out_dir=out_dir, device=device, seed=seed, threads=threads,
         errors=(RunExistsError, CheckpointError, DatasetError, ValueError), echo_sanity=True)
 

@@ -13,7 +13,8 @@ and the robust ones of ``ROBUST_SYSTEMS`` (``basin train --preset attractor-robu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PAPER_SYSTEMS = ("baseline", "attractor")
@@ -50,13 +51,26 @@ class RobustPlan:
     penalties: tuple[float, ...] = (1.0, 10.0, 100.0)
     score_steps: int = 1          # n of G^n(x) in the acceptance score
     robust_presets: dict[str, str] = field(default_factory=lambda: dict(ROBUST_SYSTEMS))
+    paper_systems: tuple[str, ...] = PAPER_SYSTEMS
     robust_changes: dict[str, Any] = field(default_factory=dict)  # applied to every preset
     paper_changes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def systems(self) -> tuple[str, ...]:
         """Every system judged, robust ones first (the order of tables and figures)."""
-        return (*self.robust_presets, *PAPER_SYSTEMS)
+        return (*self.robust_presets, *self.paper_systems)
+
+    def only(self, systems: Sequence[str] | None) -> RobustPlan:
+        """The same plan judging only ``systems`` (None: all); ValueError naming unknown
+        ones. The paper baseline is still loaded for the transfer attack."""
+        if not systems:
+            return self
+        unknown = sorted(set(systems) - set(self.systems))
+        if unknown:
+            raise ValueError(f"systems: unknown {unknown}; choose from {list(self.systems)}")
+        return replace(self, robust_presets={k: v for k, v in self.robust_presets.items()
+                                             if k in systems},
+                       paper_systems=tuple(s for s in self.paper_systems if s in systems))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +129,12 @@ def reproduce_robust_attractor(out_dir: str | os.PathLike[str], *, quick: bool =
                                seed: int = 0, mirror: PathArg = None,
                                device: torch.device | None = None, reuse: PathArg = None,
                                robust_runs: Mapping[str, PathArg] | None = None,
-                               plan: RobustPlan | None = None
+                               plan: RobustPlan | None = None,
+                               systems: Sequence[str] | None = None
                                ) -> dict[str, Any]:
     """Train or reuse every system's network, evaluate, write the report; return the
     summary (one line per target, every robust system)."""
-    plan = plan or RobustPlan.make(quick, seed)
+    plan = (plan or RobustPlan.make(quick, seed)).only(systems)
     start = time.perf_counter()
     results = measure(out_dir, plan, mirror=mirror, device=device, reuse=reuse,
                       robust_runs=robust_runs)

@@ -82,6 +82,8 @@ def get_networks(plan: RobustPlan, out_dir: Path, *, reuse: PathArg,
         where[name] = str(run_dir)
         nets[name] = load_run(where[name]).net
     for name, preset_name in (("baseline", "paper-baseline"), ("attractor", "paper-attractor")):
+        if name not in plan.paper_systems and name != "baseline":  # baseline: transfer source
+            continue
         if reuse is not None:
             where[name] = str(Path(reuse) / name)
         else:
