@@ -18,9 +18,12 @@ run, each executor audits the same grid:
   pays once) is timed apart from the grid.
 
 Printed: the grid's wall time per executor, the speed-up of ``ray-2`` over ``local`` (1
-thread) and over ``ray-1``, the per-cell overhead of Ray (``(ray-1 - local) / cells``), the
-load average before each run (other jobs on the machine slow the parallel runs most), and
-whether every executor's records equal the local ones (they must).
+thread) and over ``ray-1``, the per-cell overhead of Ray (``(ray-1 - local) / cells``, and
+the time of ``--noop-cells`` empty cells with the same shared objects), the load average
+before each run (other jobs on the machine slow the parallel runs most), and whether every
+executor's records equal the local ones (they must). On a machine shared with other jobs the
+CPU share of each row changes from one minute to the next (the local row ran 40 to 87 s in
+three runs of the same grid on the 2-core machine): read the speed-ups with the load averages.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import torch
 from basin.data import load_dataset
 from basin.data.cifar_sets import to_cifar_shape
 from basin.detectors import MSPDetector
-from basin.distributed import RayExecutor, Resources, import_ray
+from basin.distributed import Cell, RayExecutor, Resources, import_ray, run_grid
 from basin.models.cifar import build_backbone, load_backbone
 from basin.robustness.audit import audit
 
@@ -80,11 +83,21 @@ def run_ray(args: argparse.Namespace, parts: dict[str, Any], cpus: int,
     ray.get([ray.remote(_warm).options(num_cpus=1).remote() for _ in range(cpus)])
     startup = time.perf_counter() - start
     try:
-        wall, report = timed_audit(args, parts, RayExecutor(resources=Resources(num_gpus=0.0)))
+        executor = RayExecutor(resources=Resources(num_gpus=0.0))
+        wall, report = timed_audit(args, parts, executor)
+        # Ray's own cost per cell: cells that do nothing, with the same shared objects
+        noop = [Cell(condition="noop", params={"i": i}) for i in range(args.noop_cells)]
+        start = time.perf_counter()
+        run_grid(noop, _noop, shared=parts, executor=executor)
+        per_noop = (time.perf_counter() - start) / max(1, args.noop_cells)
     finally:
         ray.shutdown()
     return {"wall_s": wall, "startup_s": startup, "load_before": before,
-            "identical": report.records == local_records}
+            "identical": report.records == local_records, "noop_cell_s": per_noop}
+
+
+def _noop(cell: Cell, shared: Any) -> list[Any]:
+    return []
 
 
 def _warm() -> int:
@@ -105,6 +118,8 @@ def main() -> None:
                         help="torch threads of the local runs (1 is the row the speed-ups "
                              "compare with; 2 adds torch's own parallelism, which stalls on "
                              "a machine shared with other jobs)")
+    parser.add_argument("--noop-cells", type=int, default=200,
+                        help="empty cells timed on Ray: its overhead per cell")
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
     args = parser.parse_args()
     if min(args.n, args.batch, args.steps) < 1:
@@ -135,6 +150,9 @@ def main() -> None:
     summary = {"cells": cells, "speedup_ray2_vs_local": local / rows["ray-2"]["wall_s"],
                "speedup_ray2_vs_ray1": rows["ray-1"]["wall_s"] / rows["ray-2"]["wall_s"],
                "overhead_per_cell_s": (rows["ray-1"]["wall_s"] - local) / cells,
+               "noop_cell_s_ray1": rows["ray-1"]["noop_cell_s"],
+               "noop_cell_s_ray2": rows["ray-2"]["noop_cell_s"],
+               "nice": os.nice(0),
                "backbone": source, "n": args.n, "batch": args.batch, "steps": args.steps,
                "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine()}
     print(f"attack grid: {cells} cells (2 eps x 5 attacks x {args.n}/{args.batch} shards), "
@@ -146,8 +164,11 @@ def main() -> None:
         print(f"{name:<18} {row['wall_s']:>11.1f} {start:>11} {row['load_before']:>8.2f} "
               f"{row['identical']!s:>12}")
     print(f"speed-up ray-2 vs local (1 thread): {summary['speedup_ray2_vs_local']:.2f}x; "
-          f"vs ray-1: {summary['speedup_ray2_vs_ray1']:.2f}x; Ray overhead per cell: "
-          f"{summary['overhead_per_cell_s'] * 1000:.0f} ms")
+          f"vs ray-1: {summary['speedup_ray2_vs_ray1']:.2f}x")
+    print(f"Ray overhead per cell: (ray-1 - local) / cells = "
+          f"{summary['overhead_per_cell_s'] * 1000:.0f} ms; an empty cell takes "
+          f"{summary['noop_cell_s_ray1'] * 1000:.1f} ms (1 worker), "
+          f"{summary['noop_cell_s_ray2'] * 1000:.1f} ms (2 workers)")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"rows": rows, "summary": summary}, indent=2) + "\n")
