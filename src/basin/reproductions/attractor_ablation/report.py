@@ -98,6 +98,26 @@ def steps_figure(summary: Summary, plan: AblationPlan) -> Figure:
     return fig
 
 
+def control_lines(summary: Summary) -> list[str]:
+    """The exact-Jacobian controls beside their one-projection counterparts (n = 1)."""
+    lines = []
+    keys = (("clean", ID_DATASET, "accuracy", "clean accuracy"),
+            ("clean", OOD_SETS[0], "recall", "MNIST accepted"),
+            ("clean", OOD_SETS[0], "accuracy", "accuracy vs Fashion-MNIST"))
+    for name in sorted({n for n, _ in summary}):
+        base = name.removesuffix("-exact")
+        if base == name or (base, 1) not in summary or (name, 1) not in summary:
+            continue
+        parts = []
+        for cond, ds, metric, label in keys:
+            exact, grid = (summary[(n, 1)].get((cond, ds, metric)) for n in (name, base))
+            parts.append(f"{label} {exact.text() if exact else 'n/a'} vs "
+                         f"{grid.text() if grid else 'n/a'}")
+        lines.append(f"Estimator control: **{name}** (exact Jacobian) vs **{base}** (the "
+                     f"grid's one-projection estimator), %: " + "; ".join(parts) + ".")
+    return lines
+
+
 def write_ablation_report(out: Path, plan: AblationPlan, records: list[Record],
                           run: dict[str, Any]) -> dict[str, Any]:
     summary = summarise(records)
@@ -121,6 +141,7 @@ def write_ablation_report(out: Path, plan: AblationPlan, records: list[Record],
             f"to the paper's 14 attractor numbers {worst} points "
             f"({'within' if best.within else 'not within'} the 2-point target).")
     summary_lines += verdict_lines(claims)
+    summary_lines += control_lines(summary)
     not_run = [n for n in plan.readings if n not in seeds]
     if not_run:
         summary_lines.append(f"Readings in the plan but not measured: {', '.join(not_run)}.")

@@ -204,8 +204,10 @@ def verdicts(summary: Summary) -> list[dict[str, Any]]:
         for claim in dict.fromkeys(t.claim for t in goal):
             part = [t for t in goal if t.claim == claim]
             holds, tried = [], []
+            # F(x) classifies the input: accuracy claims do not depend on n, so n = 1 only
+            id_only = all(t.dataset == ID_DATASET for t in part)
             for name, steps in sorted(summary):
-                if reading(name).network != network:
+                if reading(name).network != network or (id_only and steps != 1):
                     continue
                 f = fit(summary, name, steps, part)
                 tried.append(f"{name} n={steps}")
@@ -215,7 +217,7 @@ def verdicts(summary: Summary) -> list[dict[str, Any]]:
                                                      "2 points)", "holds_under": holds,
                         "tried": tried})
     for condition, label in ((FGSM_PAPER, "the paper's FGSM"), (FGSM_CE, "CE-FGSM")):
-        keys = [k for k in sorted(summary) if reading(k[0]).network == "attractor"]
+        keys = [k for k in sorted(summary) if reading(k[0]).network == "attractor" and k[1] == 1]
         holds = [f"{n} n={s}" for n, s in keys if _robust_holds(summary, n, s, condition)]
         out.append({"network": "attractor", "claim": f"accuracy kept within 5 points under "
                                                      f"{label} at 20/255",
