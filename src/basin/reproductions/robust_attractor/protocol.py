@@ -20,8 +20,9 @@ from typing import Any
 PAPER_SYSTEMS = ("baseline", "attractor")
 # system name -> the robust training preset that makes its network (issue 13): the MLP with
 # the first objective, the MLP with the correct-or-reject objective, the convolutional variant
+# with it, and the second convolutional run (training attacks from the clean input too)
 ROBUST_SYSTEMS = {"robust": "attractor-robust-pgd7", "robust-cor": "attractor-robust-cor",
-                  "robust-conv": "attractor-robust-conv"}
+                  "robust-conv": "attractor-robust-conv", "robust-conv2": "attractor-robust-conv2"}
 QUICK_ROBUST_SYSTEMS = {"robust": "attractor-robust-quick",
                         "robust-conv": "attractor-robust-conv-quick"}
 OOD_SETS = ("fashion-mnist", "notmnist", "cifar10-bw", "omniglot-evaluation")
