@@ -135,6 +135,19 @@ def test_cli_lists_the_command_and_rejects_a_missing_backbone(tmp_path: Path) ->
     assert "--backbone" in result.output and "model.safetensors" in result.output
 
 
+def test_cli_plan_overrides_reach_the_plan() -> None:
+    from basin.cli.reproduce import plan_changes
+
+    assert plan_changes(None, False, False) == {}
+    changes = plan_changes(0.0, True, True)
+    assert changes == {"label_smoothing": 0.0, "attacks": False, "keys": ("cifar10",)}
+    plan = Plan(**{"name": "x", **changes})  # type: ignore[arg-type]
+    assert plan.label_smoothing == 0.0 and not plan.attacks and plan.keys == ("cifar10",)
+    help_text = CliRunner().invoke(main, ["reproduce", "feature-recon-paper", "--help"]).output
+    assert all(flag in help_text for flag in ("--label-smoothing", "--no-attacks",
+                                              "--no-near-ood"))
+
+
 # ---- one tiny run, end to end -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_mirror(mirror_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

@@ -107,12 +107,20 @@ def attractor_paper(out_dir: str, quick: bool, threads: int, seed: int, device: 
                    "natively, else fp32. Default: fp32 for the full run (the strongest "
                    "attack: bf16 steps measured 0.3-1.7 AUROC points weaker at 1/255), auto "
                    "with --quick.")
+@click.option("--label-smoothing", type=click.FloatRange(0.0, 1.0, max_open=True),
+              default=None, help="Label smoothing of the backbones trained in the run "
+                                 "[default: the recipe's 0.2]; 0: plain cross-entropy.")
+@click.option("--no-attacks", is_flag=True, help="The detector stage only (features, fits, "
+                                                 "scores, tables): no robustness stage.")
+@click.option("--no-near-ood", is_flag=True, help="Only the 10-class backbone: no 6-class "
+                                                  "backbone, no near-OOD numbers.")
 @seed_option
 @device_option
 @mirror_option
 @executor_options
 def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, threads: int,
-                        attack_precision: str | None, seed: int, device: str | None,
+                        attack_precision: str | None, label_smoothing: float | None,
+                        no_attacks: bool, no_near_ood: bool, seed: int, device: str | None,
                         mirror: str | None, executor: str, ray_address: str | None) -> None:
     """Mulé & Shaner: feature reconstruction + MSP for OOD and anomaly detection (CIFAR-10).
 
@@ -133,9 +141,23 @@ def feature_recon_paper(out_dir: str, quick: bool, backbone_dir: str | None, thr
         lambda dev: reproduce_feature_recon_paper(
             out_dir, plan="quick" if quick else "full", seed=seed, mirror=mirror, device=dev,
             backbone_dir=backbone_dir, attack_precision=attack_precision, executor=executor,
-            ray_address=ray_address),
+            ray_address=ray_address, changes=plan_changes(label_smoothing, no_attacks,
+                                                          no_near_ood)),
         out_dir=out_dir, device=device, seed=seed, threads=threads,
         errors=(CheckpointError, DatasetError, DetectorError, ValueError), echo_sanity=True)
+
+
+def plan_changes(label_smoothing: float | None, no_attacks: bool, no_near_ood: bool
+                 ) -> dict[str, Any]:
+    """The feature-recon Plan fields that the command line overrides."""
+    changes: dict[str, Any] = {}
+    if label_smoothing is not None:
+        changes["label_smoothing"] = label_smoothing
+    if no_attacks:
+        changes["attacks"] = False
+    if no_near_ood:
+        changes["keys"] = ("cifar10",)
+    return changes
 
 
 @reproduce.command("robust-attractor")
