@@ -58,7 +58,7 @@ def attractor_ablation(out_dir: str, quick: bool, seeds: int | None, readings: s
                        ray_address: str | None, seed: int, device: str | None,
                        mirror: str | None) -> None:
     """Issue 14: the attractor paper's Tables 1/2 and accuracies under several readings."""
-    from basin.cli.reproduce import run_reproduction
+    from basin.cli.running import run_reproduction
     from basin.data import DatasetError
     from basin.distributed import GridError, StoreError
     from basin.reproductions.attractor_ablation import (
