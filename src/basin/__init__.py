@@ -15,12 +15,13 @@ Data (``basin.data``)
     CIFAR-10-bw, notMNIST, Omniglot, Tiny-ImageNet and seeded noise, float32 NCHW in [0, 1].
 Models (``basin.models``)
     ``AttractorNet`` (the attractor paper's autoencoder with a softmax head on its
-    bottleneck); ``load_backbone`` (basin's CIFAR-10 backbones); the ``FeatureClassifier``
+    bottleneck) and ``ConvAttractorNet`` (its convolutional variant); ``load_backbone`` (basin's CIFAR-10 backbones); the ``FeatureClassifier``
     protocol (features + logits) and its adapters ``LinearHeadClassifier`` (feature
     extractor + ``nn.Linear``) and ``LogitsClassifier`` (any logits model, features optional).
 Detectors (``basin.detectors``)
     ``MSPDetector``, ``EnergyDetector``, ``ODINDetector``, ``MahalanobisDetector``,
-    ``ZhouDetector``, ``CombinedDetector``, ``PixelAutoencoderDetector``, ``PearsonDetector``,
+    ``ZhouDetector``, ``ZhouFaithfulDetector`` (the official code's variant), ``KNNDetector``,
+    ``CombinedDetector``, ``PixelAutoencoderDetector``, ``PearsonDetector``,
     all listed in ``DETECTORS``; one API, that of their base class ``Detector`` (``fit``,
     ``score``, ``calibrate``, ``predict``), scores *higher for in-distribution*.
     ``RejectOptionClassifier`` answers a class, or -1 where the detector rejects.
@@ -55,12 +56,14 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("ImageDataset", "dataset_info", "dataset_names", "is_available",
                      "load_dataset"), "basin.data"),
     "AttractorNet": "basin.models",
+    "ConvAttractorNet": "basin.models.conv_attractor",
     "load_backbone": "basin.models.cifar",
     **dict.fromkeys(("FeatureClassifier", "LinearHeadClassifier", "LogitsClassifier"),
                     "basin.models.feature_classifier"),
     **dict.fromkeys(("DETECTORS", "CombinedDetector", "Detector", "EnergyDetector",
-                     "MSPDetector", "MahalanobisDetector", "ODINDetector", "PearsonDetector",
-                     "PixelAutoencoderDetector", "RejectOptionClassifier", "ZhouDetector"),
+                     "KNNDetector", "MSPDetector", "MahalanobisDetector", "ODINDetector",
+                     "PearsonDetector", "PixelAutoencoderDetector", "RejectOptionClassifier",
+                     "ZhouDetector", "ZhouFaithfulDetector"),
                     "basin.detectors"),
     **dict.fromkeys(("APGD", "FGSM", "PGD", "Square", "make_objective", "parse_attack_spec"),
                     "basin.attacks"),
@@ -77,10 +80,12 @@ __all__ = [
     "AttractorNet",
     "AuditReport",
     "CombinedDetector",
+    "ConvAttractorNet",
     "Detector",
     "EnergyDetector",
     "FeatureClassifier",
     "ImageDataset",
+    "KNNDetector",
     "LinearHeadClassifier",
     "LogitsClassifier",
     "MSPDetector",
@@ -92,6 +97,7 @@ __all__ = [
     "RejectOptionClassifier",
     "Square",
     "ZhouDetector",
+    "ZhouFaithfulDetector",
     "__version__",
     "audit",
     "dataset_info",
@@ -111,6 +117,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and the import-g
         CombinedDetector,
         Detector,
         EnergyDetector,
+        KNNDetector,
         MahalanobisDetector,
         MSPDetector,
         ODINDetector,
@@ -118,9 +125,11 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and the import-g
         PixelAutoencoderDetector,
         RejectOptionClassifier,
         ZhouDetector,
+        ZhouFaithfulDetector,
     )
     from basin.models import AttractorNet
     from basin.models.cifar import load_backbone
+    from basin.models.conv_attractor import ConvAttractorNet
     from basin.models.feature_classifier import (
         FeatureClassifier,
         LinearHeadClassifier,
