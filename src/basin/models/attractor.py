@@ -22,12 +22,13 @@ from torch import Tensor, nn
 
 from basin.models.activations import OUTPUT_ACTIVATIONS, activation_derivative, apply_activation
 from basin.models.layer_stack import LayerStack
+from basin.models.maps import AttractorMaps
 
 # re-exported: the activations lived here before they moved to their own module
 __all__ = ["OUTPUT_ACTIVATIONS", "AttractorNet", "activation_derivative", "apply_activation",
            "check_images"]
 
-class AttractorNet(nn.Module):
+class AttractorNet(AttractorMaps):
     """Autoencoder G with a classification head F on its bottleneck.
 
     Args:
@@ -97,22 +98,6 @@ class AttractorNet(nn.Module):
             z = layer(h)
             h = apply_activation(self.output_activation, z) if i == last else torch.relu(z)
         return h
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(reconstruction with the input's shape, logits)."""
-        code = self.encode(x)
-        return self.decode(code).reshape(x.shape), self.head(code)
-
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """G(x), with the input's shape."""
-        return self.decode(self.encode(x)).reshape(x.shape)
-
-    def logits(self, x: Tensor) -> Tensor:
-        return self.head(self.encode(x))
-
-    def probabilities(self, x: Tensor) -> Tensor:
-        """F(x): softmax class probabilities."""
-        return torch.softmax(self.logits(x), dim=1)
 
     # -- layer-wise pretraining --------------------------------------------------------
     @property

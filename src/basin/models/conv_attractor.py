@@ -25,11 +25,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from basin.models.activations import OUTPUT_ACTIVATIONS, apply_activation
+from basin.models.maps import AttractorMaps
 
 IMAGE_SHAPE = (1, 28, 28)
 
 
-class ConvAttractorNet(nn.Module):
+class ConvAttractorNet(AttractorMaps):
     """Convolutional autoencoder G with a classification head F on its bottleneck.
 
     Args:
@@ -95,19 +96,3 @@ class ConvAttractorNet(nn.Module):
     def decode(self, code: Tensor) -> Tensor:
         """Reconstruction from a code, shape (N, 1, 28, 28)."""
         return apply_activation(self.output_activation, self.decoder(code))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(reconstruction with the input's shape, logits)."""
-        code = self.encode(x)
-        return self.decode(code).reshape(x.shape), self.head(code)
-
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """G(x), with the input's shape."""
-        return self.decode(self.encode(x)).reshape(x.shape)
-
-    def logits(self, x: Tensor) -> Tensor:
-        return self.head(self.encode(x))
-
-    def probabilities(self, x: Tensor) -> Tensor:
-        """F(x): softmax class probabilities."""
-        return self.logits(x).softmax(dim=1)
