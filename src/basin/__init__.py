@@ -15,9 +15,10 @@ Data (``basin.data``)
     CIFAR-10-bw, notMNIST, Omniglot, Tiny-ImageNet and seeded noise, float32 NCHW in [0, 1].
 Models (``basin.models``)
     ``AttractorNet`` (the attractor paper's autoencoder with a softmax head on its
-    bottleneck) and ``ConvAttractorNet`` (its convolutional variant); ``load_backbone`` (basin's CIFAR-10 backbones); the ``FeatureClassifier``
-    protocol (features + logits) and its adapters ``LinearHeadClassifier`` (feature
-    extractor + ``nn.Linear``) and ``LogitsClassifier`` (any logits model, features optional).
+    bottleneck) and ``ConvAttractorNet`` (its convolutional variant); ``load_backbone``
+    (basin's CIFAR-10 backbones); the ``FeatureClassifier`` protocol (features + logits) and
+    its adapters ``LinearHeadClassifier`` (feature extractor + ``nn.Linear``) and
+    ``LogitsClassifier`` (any logits model, features optional).
 Detectors (``basin.detectors``)
     ``MSPDetector``, ``EnergyDetector``, ``ODINDetector``, ``MahalanobisDetector``,
     ``ZhouDetector``, ``ZhouFaithfulDetector`` (the official code's variant), ``KNNDetector``,
