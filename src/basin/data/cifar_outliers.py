@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from basin.data.outliers import shuffle_patches
+
 KINDS = ("permuted", "patches", "lowpass", "mixture")
 PATCH = 8
 BLUR = 7
@@ -51,14 +53,9 @@ def permuted(x: Tensor, g: torch.Generator) -> Tensor:
 
 
 def shuffled_patches(x: Tensor, g: torch.Generator, size: int = PATCH) -> Tensor:
-    """Each image's grid of ``size`` x ``size`` patches in a random order."""
-    n, c, h, w = x.shape
-    gh, gw = h // size, w // size
-    patches = x.reshape(n, c, gh, size, gw, size).permute(0, 2, 4, 1, 3, 5)
-    patches = patches.reshape(n, gh * gw, c, size, size)
-    order = torch.argsort(torch.rand(n, gh * gw, generator=g), dim=1)
-    patches = patches[torch.arange(n)[:, None], order]
-    return patches.reshape(n, gh, gw, c, size, size).permute(0, 3, 1, 4, 2, 5).reshape(x.shape)
+    """Each image's grid of ``size`` x ``size`` patches in a random order (the MNIST pool's
+    :func:`basin.data.outliers.shuffle_patches`, at CIFAR's patch size)."""
+    return shuffle_patches(x, size, g)
 
 
 def low_pass(x: Tensor, width: int = BLUR) -> Tensor:

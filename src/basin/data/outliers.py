@@ -123,7 +123,7 @@ class OutlierPool:
             perm = torch.argsort(torch.rand(n, 784, generator=g), dim=1)
             return flat.gather(1, perm).reshape(n, 1, 28, 28)
         if source == "patches":
-            return _shuffle_patches(self._pick(n, g), 7, g)
+            return shuffle_patches(self._pick(n, g), 7, g)
         if source == "lowpass":
             return _box_blur(self._pick(n, g), 9)
         if source == "mixture":
@@ -145,7 +145,9 @@ class OutlierPool:
         return torch.where(use_max, torch.maximum(a, b), 0.5 * (a + b))
 
 
-def _shuffle_patches(x: Tensor, size: int, g: torch.Generator) -> Tensor:
+def shuffle_patches(x: Tensor, size: int, g: torch.Generator) -> Tensor:
+    """Each image of ``x`` (N, C, H, W; H and W multiples of ``size``) with its grid of
+    ``size`` x ``size`` patches in a random order (one draw of ``g`` per image and patch)."""
     n, c, h, w = x.shape
     gh, gw = h // size, w // size
     patches = x.reshape(n, c, gh, size, gw, size).permute(0, 2, 4, 1, 3, 5)
