@@ -45,6 +45,7 @@ from basin.reproductions.feature_recon import (
 from basin.reproductions.feature_recon.protocol import BATCH, TABLE_IDS, TINY, TINY_RESIZE
 from basin.reproductions.feature_recon.run import backbone, file_sha256
 from basin.reproductions.feature_recon.tables import pct, zhou_checks
+from basin.reproductions.feature_recon.zhou_terms import analyse_run
 from basin.robustness.detector_level import attack_detector
 from basin.robustness.records import Record, value_of
 from tiny_imagenet_fakes import LABELS as TINY_LABELS
@@ -395,3 +396,26 @@ def test_a_rerun_reuses_everything_and_gives_the_same_tables(
     assert [(r["backbone"], r["detector"], r["set"], r["auroc"], r["tnr"])
             for r in again["metrics"]] == [
         (r["backbone"], r["detector"], r["set"], r["auroc"], r["tnr"]) for r in first["metrics"]]
+
+
+@pytest.mark.slow
+def test_zhou_terms_rebuild_the_runs_own_scores(tiny_run: tuple[Path, dict[str, Any]],
+                                                 tiny_mirror: Path) -> None:
+    """The term-by-term analysis reloads the run's backbones, detectors and seeded sets: its
+    fused and backbone-MSP AUROCs are the run's own, to the last reported digit."""
+    out, results = tiny_run
+    reported = {(r["backbone"], r["detector"], r["set"]): pct(r["auroc"])
+                for r in results["metrics"]}
+    for key in ("cifar10", "cifar6"):
+        tables = one_thread(analyse_run, out, key, tiny_mirror)
+        assert set(tables) == {"zhou", "zhou_faithful"}
+        for det, rows in tables.items():
+            sets = {r["set"] for r in rows}
+            expected = ({"cifar4-vehicles"} if key == "cifar6" else
+                        {*far_ood_names(tiny_mirror), *natural_ood_names(tiny_mirror),
+                         "far-ood (all)"})
+            assert sets == expected
+            for r in rows:
+                assert r["auroc log_p"] == reported[(key, det, r["set"])], (key, det, r)
+                assert r["auroc backbone msp"] == reported[(key, "msp", r["set"])]
+                assert 0 <= r["auroc -e1"] <= 100 and 0 <= r["auroc log_p-msp"] <= 100
