@@ -1,0 +1,100 @@
+"""The trainer's fast path saves Python work without changing a single bit.
+
+``FastAdam`` calls torch's fused Adam kernel directly on lists it keeps between steps; its
+parameters and moments must equal ``torch.optim.Adam(fused=True)``'s exactly, also across a
+``load_state_dict`` and a step where a parameter has no gradient. ``stage_loss`` on the fast
+path computes Eq. 4 without ``attractor_loss``'s argument checks; its terms and gradients
+must equal ``attractor_loss``'s exactly, for every stage, with and without the eigen term.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from basin.losses import LossWeights, attractor_loss, run_stack
+from basin.training import TrainConfig, build_model
+from basin.training.stages import build_stage
+from basin.training.step import FastAdam, stage_loss
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+WIDTHS = (30, 20, 12, 8, 12, 20, 30)
+
+
+def _params(seed: int) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(*shape, generator=gen))
+            for shape in ((7, 5), (5,), (3, 7))]
+
+
+def _set_grads(params: list[torch.nn.Parameter], step: int, skip: int | None = None) -> None:
+    gen = torch.Generator().manual_seed(100 + step)
+    for i, p in enumerate(params):
+        p.grad = None if i == skip else torch.randn(p.shape, generator=gen)
+
+
+def test_fast_adam_equals_fused_adam_bit_for_bit() -> None:
+    ours, theirs = _params(0), _params(0)
+    fast = FastAdam(ours, lr=0.01)
+    plain = torch.optim.Adam(theirs, lr=0.01, fused=True)
+    for step in range(12):
+        skip = 1 if step == 5 else None  # a parameter without a gradient is skipped
+        for params, opt in ((ours, fast), (theirs, plain)):
+            _set_grads(params, step, skip)
+            opt.step()
+        if step == 7:  # a resumed optimiser: its state replaced from a (copied) state dict
+            fast.load_state_dict(copy.deepcopy(plain.state_dict()))
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a, b), step
+    assert float((ours[0] - _params(0)[0]).abs().max()) > 0.01  # the steps moved the weights
+    for a, b in zip(ours, theirs, strict=True):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(fast.state[a][key], plain.state[b][key]), key
+
+
+def test_fast_adam_state_dict_round_trips() -> None:
+    params = _params(1)
+    fast = FastAdam(params, lr=0.005)
+    for step in range(3):
+        _set_grads(params, step)
+        fast.step()
+    state = fast.state_dict()
+    assert float(state["state"][0]["step"]) == 3.0
+    other = FastAdam(_params(1), lr=0.005)
+    other.load_state_dict(state)
+    assert torch.equal(other.state_dict()["state"][2]["exp_avg"], state["state"][2]["exp_avg"])
+
+
+@pytest.mark.parametrize("stage_index", [0, 1, 2, 3])
+@pytest.mark.parametrize("weights,jacobian,reduction", [
+    ((0.99, 0.0, 0.01), "exact-fast", "mean"),
+    ((0.988, 0.002, 0.01), "exact-fast", "mean"),
+    ((0.5, 0.1, 0.4), "exact-fast", "sum"),
+])
+def test_fast_stage_loss_equals_attractor_loss_bit_for_bit(stage_index, weights, jacobian,
+                                                           reduction) -> None:
+    config = TrainConfig(dataset="toy", widths=WIDTHS, n_classes=4, weights=weights,
+                         jacobian=jacobian, mse_reduction=reduction)
+    net, heads = build_model(config)
+    stage = build_stage(net, heads, stage_index, config.learning_rates)
+    gen = torch.Generator().manual_seed(stage_index)
+    h = stage.inputs(torch.rand(16, WIDTHS[0], generator=gen), 16)
+    y = torch.randint(0, 4, (16,), generator=gen)
+    params = list(stage.parameters())
+    lw = LossWeights(*weights)
+    forward = run_stack(stage.stack, h)
+    expected = attractor_loss(stage.stack, h, h, stage.logits_from(forward.activations), y,
+                              lw, jacobian=jacobian, forward=forward,
+                              mse_reduction=reduction)
+    got = stage_loss(stage, h, y, config, lw, None, fast=True)
+    for name in ("total", "reconstruction", "eigen", "classification"):
+        assert torch.equal(getattr(got, name), getattr(expected, name)), name
+    assert float(got.eigen) > 0 if weights[1] > 0 else float(got.eigen) == 0
+    grads_expected = torch.autograd.grad(expected.total, params)
+    grads_got = torch.autograd.grad(got.total, params)
+    for a, b in zip(grads_got, grads_expected, strict=True):
+        assert torch.equal(a, b)
+    assert any(float(g.abs().max()) > 0 for g in grads_got)
