@@ -5,6 +5,8 @@ parameters and moments must equal ``torch.optim.Adam(fused=True)``'s exactly, al
 ``load_state_dict`` and a step where a parameter has no gradient. ``stage_loss`` on the fast
 path computes Eq. 4 without ``attractor_loss``'s argument checks; its terms and gradients
 must equal ``attractor_loss``'s exactly, for every stage, with and without the eigen term.
+The attacks hand colour images to the model in channels_last order (a faster convolution on a
+CPU) and find the same adversarial points as in NCHW order, up to rounding.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import copy
 import pytest
 import torch
 
+from basin.attacks import PGD, Square, channels_last_inputs, make_objective, model_layout
 from basin.losses import LossWeights, attractor_loss, run_stack
 from basin.training import TrainConfig, build_model
 from basin.training.stages import build_stage
@@ -49,7 +52,7 @@ def test_fast_adam_equals_fused_adam_bit_for_bit() -> None:
             fast.load_state_dict(copy.deepcopy(plain.state_dict()))
         for a, b in zip(ours, theirs, strict=True):
             assert torch.equal(a, b), step
-    assert float((ours[0] - _params(0)[0]).abs().max()) > 0.01  # the steps moved the weights
+    assert float((ours[0] - _params(0)[0]).detach().abs().max()) > 0.01  # the steps moved it
     for a, b in zip(ours, theirs, strict=True):
         for key in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(fast.state[a][key], plain.state[b][key]), key
@@ -98,3 +101,59 @@ def test_fast_stage_loss_equals_attractor_loss_bit_for_bit(stage_index, weights,
     for a, b in zip(grads_got, grads_expected, strict=True):
         assert torch.equal(a, b)
     assert any(float(g.abs().max()) > 0 for g in grads_got)
+
+
+class _LayoutSpy(torch.nn.Module):
+    """A small convnet that records whether each batch it saw was channels_last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.head = torch.nn.Linear(8 * 6 * 6, 4)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.is_contiguous(memory_format=torch.channels_last)
+                         and not x.is_contiguous())
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_model_layout_changes_strides_only_for_colour_cpu_images() -> None:
+    colour, grey = torch.rand(2, 3, 5, 5), torch.rand(2, 1, 5, 5)
+    moved = model_layout(colour)
+    assert moved.is_contiguous(memory_format=torch.channels_last) and not moved.is_contiguous()
+    assert torch.equal(moved, colour)
+    assert model_layout(grey) is grey and model_layout(colour.flatten(1)).dim() == 2
+    with channels_last_inputs(False):
+        assert model_layout(colour) is colour
+
+
+def test_attacks_hand_channels_last_to_the_model_with_the_same_outcome() -> None:
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    model = _LayoutSpy()
+    y = model(x).argmax(1)
+    results = {}
+    for enabled in (True, False):
+        model.seen.clear()
+        with channels_last_inputs(enabled):
+            objective = make_objective("ce", model)
+            x_adv = PGD(objective, 8 / 255, steps=10, seed=0).perturb(x, y)
+            x_sq = Square(objective, 8 / 255, queries=30, seed=0).perturb(x, y)
+        assert model.seen and all(model.seen) is enabled and any(model.seen) is enabled
+        assert x_adv.is_contiguous() and x_sq.is_contiguous()  # the caller's layout back
+        assert float((x_adv - x).abs().max()) <= 8 / 255 + 1e-7
+        with torch.no_grad():
+            results[enabled] = (x_adv, torch.nn.functional.cross_entropy(
+                model(x_adv), y, reduction="none"), x_sq)
+    (a, loss_a, sq_a), (b, loss_b, sq_b) = results[True], results[False]
+    # the attack raised the loss, and both layouts found the same points up to rounding
+    with torch.no_grad():
+        clean = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    assert float((loss_b - clean).mean()) > 0.05
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-4, atol=1e-5)
+    assert float((a != b).float().mean()) < 0.01
+    assert float((sq_a != sq_b).float().mean()) < 0.01

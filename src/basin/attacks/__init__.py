@@ -16,8 +16,10 @@ from basin.attacks.base import (
     Attack,
     BestSoFar,
     GradientAttack,
+    channels_last_inputs,
     check_epsilon,
     check_keep,
+    model_layout,
     project_linf,
 )
 from basin.attacks.fgsm import FGSM
@@ -86,6 +88,7 @@ __all__ = [
     "autoattack_flags",
     "blackbox_flag",
     "build_attack",
+    "channels_last_inputs",
     "check_epsilon",
     "check_keep",
     "classifier_logits",
@@ -96,6 +99,7 @@ __all__ = [
     "iterate_reconstruction",
     "make_objective",
     "margin_loss",
+    "model_layout",
     "p_selection",
     "parse_attack_spec",
     "parse_epsilon",
