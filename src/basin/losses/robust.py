@@ -124,7 +124,8 @@ def correct_or_reject(logits: Tensor, r: Tensor, y: Tensor, threshold: float,
 
 
 def id_attack_loss(net: AnyAttractor, x: Tensor, y: Tensor, *, sim_weight: float = 1.0,
-                   cor: RobustWeights | None = None) -> Tensor:
+                   cor: RobustWeights | None = None, threshold: float | None = None
+                   ) -> Tensor:
     """Per-sample objective the training attack on digits *maximises*.
 
     Default: misclassify F and lower the similarity at once,
@@ -132,11 +133,13 @@ def id_attack_loss(net: AnyAttractor, x: Tensor, y: Tensor, *, sim_weight: float
     With ``cor`` (the weights of a correct-or-reject run): the log-probability of a silent
     failure (:func:`silent_log_prob`), so the attack looks for the inputs that are wrong
     *and* accepted, the inner maximisation of the correct-or-reject loss (which increases
-    with it) with a gradient that does not vanish where the input is rejected.
+    with it) with a gradient that does not vanish where the input is rejected. Acceptance is
+    soft at ``threshold`` (default ``cor.id_margin``).
     """
     recon, logits = net(x)
     if cor is not None:
-        return silent_log_prob(logits, pearson_correlation(x, recon), y, cor.id_margin,
+        at = cor.id_margin if threshold is None else threshold
+        return silent_log_prob(logits, pearson_correlation(x, recon), y, at,
                                cor.cor_temperature)
     ce = F.cross_entropy(logits, y, reduction="none")
     if sim_weight == 0:
@@ -156,10 +159,12 @@ def outlier_attack_loss(net: AnyAttractor, o: Tensor, *, conf_weight: float = 1.
 
 @dataclass
 class RobustTerms:
-    """Total (with graph) and the unweighted terms (detached floats via ``as_floats``)."""
+    """Total (with graph), the unweighted terms (detached floats via ``as_floats``) and the
+    clean digits' similarities (detached, for the training's acceptance threshold)."""
 
     total: Tensor
     terms: dict[str, Tensor]
+    clean_scores: Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
         return {"total": float(self.total.detach()),
@@ -198,14 +203,16 @@ def _id_forward(net: AnyAttractor, x: Tensor, x_adv: Tensor,
 
 
 def robust_loss(net: AnyAttractor, x: Tensor, x_adv: Tensor, y: Tensor, o_adv: Tensor | None,
-                weights: RobustWeights, *, generator: torch.Generator | None = None
-                ) -> RobustTerms:
+                weights: RobustWeights, *, generator: torch.Generator | None = None,
+                threshold: float | None = None) -> RobustTerms:
     """The robust attractor objective on one batch.
 
     ``x``: clean digits (N, ...), ``x_adv``: their attacked versions, ``y``: labels,
     ``o_adv``: attacked outliers (M, ...) or None. Clean and attacked digits share one
     forward pass (for the MLP its pre-activations serve the projection estimate of the
-    eigen term).
+    eigen term). ``threshold``: where the correct-or-reject term accepts (default
+    ``weights.id_margin``; the training passes its running estimate of the threshold that
+    the evaluation will calibrate).
     """
     if x.shape != x_adv.shape or y.shape != (x.shape[0],):
         raise ValueError(f"x, x_adv, y: shapes {tuple(x.shape)}, {tuple(x_adv.shape)}, "
@@ -224,7 +231,8 @@ def robust_loss(net: AnyAttractor, x: Tensor, x_adv: Tensor, y: Tensor, o_adv: T
     if weights.sim_clean > 0:
         terms["sim_clean"] = torch.relu(weights.id_margin - r_clean).mean()
     if weights.cor > 0:
-        terms["cor"] = correct_or_reject(logits[n:], r_adv, y, weights.id_margin,
+        at = weights.id_margin if threshold is None else threshold
+        terms["cor"] = correct_or_reject(logits[n:], r_adv, y, at,
                                          weights.cor_temperature).mean()
     if eigen is not None:
         terms["eigen"] = eigen
@@ -237,4 +245,4 @@ def robust_loss(net: AnyAttractor, x: Tensor, x_adv: Tensor, y: Tensor, o_adv: T
     with torch.no_grad():
         terms["acc_adv"] = (logits[n:].argmax(1) == y).float().mean()
         terms["r_adv"] = r_adv.mean()
-    return RobustTerms(cast(Tensor, total), terms)
+    return RobustTerms(cast(Tensor, total), terms, r_clean.detach())

@@ -7,6 +7,10 @@ Per batch of digits ``x`` (and ``outlier_fraction`` as many outliers ``o`` from 
 2. one PGD attack on the outliers maximising ``r(o', G(o')) + w' max log F(o')``;
 3. one step on ``basin.losses.robust.robust_loss``.
 
+A correct-or-reject run with ``cor_threshold = "adaptive"`` aims both its attack and its loss
+at the running threshold of ``basin.training.acceptance`` (updated from each batch's clean
+digits), recorded per epoch as ``cor_threshold`` in the history and restored on resume.
+
 Epsilon grows linearly per step over the first ``ramp_epochs``; the learning rate is
 constant until then and follows a cosine afterwards. After every epoch a small monitor on
 held-out validation images (never test images) logs clean accuracy, PGD-10 accuracy at the
@@ -40,6 +44,7 @@ from basin.losses.robust import (
 from basin.models.attractor import AttractorNet
 from basin.models.conv_attractor import ConvAttractorNet
 from basin.models.factory import AnyAttractor
+from basin.training.acceptance import AcceptanceThreshold
 from basin.training.data import TrainData
 from basin.training.robust_config import RobustConfig
 from basin.training.robust_state import load_state, save_state
@@ -101,20 +106,33 @@ def as_images(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], 1, 28, 28) if x.dim() == 2 else x
 
 
-def _id_loss(net: AnyAttractor, y: Tensor, config: RobustConfig) -> LossFn:
-    """The ID attack loss with this batch's labels bound (a closure per batch, so the
-    attack never sees a later batch's ``y``)."""
+def _id_loss(net: AnyAttractor, y: Tensor, config: RobustConfig,
+             threshold: float | None) -> LossFn:
+    """The ID attack loss with this batch's labels (and acceptance threshold) bound: a
+    closure per batch, so the attack never sees a later batch's ``y``."""
     cor = config.weights if config.id_attack == "cor" else None
 
     def loss(t: Tensor) -> Tensor:
-        return id_attack_loss(net, t, y, sim_weight=config.attack_sim_weight, cor=cor)
+        return id_attack_loss(net, t, y, sim_weight=config.attack_sim_weight, cor=cor,
+                              threshold=threshold)
     return loss
 
 
+def acceptance_tracker(config: RobustConfig, value: float | None = None
+                       ) -> AcceptanceThreshold | None:
+    """The running acceptance threshold of an "adaptive" run (None for "margin"), starting
+    at ``value`` (a resumed run's) or at the margin."""
+    if config.cor_threshold != "adaptive":
+        return None
+    start = config.weights.id_margin if value is None else value
+    return AcceptanceThreshold(start, slack=config.cor_slack)
+
+
 def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: RobustConfig,
-                x_all: Tensor, y_all: Tensor, pool: OutlierPool | None, epoch: int
-                ) -> dict[str, float]:
-    """One pass over the training images; returns the mean of every loss term."""
+                x_all: Tensor, y_all: Tensor, pool: OutlierPool | None, epoch: int,
+                tracker: AcceptanceThreshold | None = None) -> dict[str, float]:
+    """One pass over the training images; returns the mean of every loss term (and, with a
+    ``tracker``, the acceptance threshold it ended at, which it updates per batch)."""
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     order = torch.randperm(len(x_all), generator=gen)
     steps = math.ceil(len(x_all) / config.batch_size)
@@ -126,8 +144,9 @@ def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: Rob
         x, y = x_all[idx], y_all[idx]
         eps = epsilon_at(config, epoch, step, steps)
         size = config.step_factor * eps / max(1, config.id_steps)
+        at = tracker.target() if tracker is not None else None
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            x_adv = pgd_linf(_id_loss(net, y, config), x, eps, config.id_steps, size, gen,
+            x_adv = pgd_linf(_id_loss(net, y, config, at), x, eps, config.id_steps, size, gen,
                              clean_start=round(config.clean_start_fraction * len(idx)))
             o_adv = None
             if n_out and pool is not None:   # n_out is 0 without a pool
@@ -136,14 +155,20 @@ def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: Rob
                 o_adv = pgd_linf(lambda t: outlier_attack_loss(
                     net, t, conf_weight=config.attack_conf_weight),
                     o, eps, config.outlier_steps, o_size, gen)
-            terms = robust_loss(net, x, x_adv, y, o_adv, config.weights, generator=gen)
+            terms = robust_loss(net, x, x_adv, y, o_adv, config.weights, generator=gen,
+                                threshold=at)
+        if tracker is not None and terms.clean_scores is not None:
+            tracker.update(terms.clean_scores)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         optimizer.step()
         for key, value in terms.as_floats().items():
             sums[key] = sums.get(key, 0.0) + value
         sums["epsilon"] = eps
-    return {k: (v if k == "epsilon" else v / steps) for k, v in sums.items()}
+    out = {k: (v if k == "epsilon" else v / steps) for k, v in sums.items()}
+    if tracker is not None:
+        out["cor_threshold"] = tracker.value
+    return out
 
 
 def monitor(net: AnyAttractor, config: RobustConfig, val_x: Tensor, val_y: Tensor,
@@ -208,13 +233,15 @@ def train_robust(config: RobustConfig, data: TrainData, pool: OutlierPool | None
     state: dict[str, Any] = {"epoch": 0, "history": [], "wall_s": 0.0}
     if resume and (paths.checkpoint / "state.json").is_file():
         state = load_state(paths.checkpoint, net, optimizer)
+    last = state["history"][-1] if state["history"] else {}
+    tracker = acceptance_tracker(config, last.get("cor_threshold"))
     x_all, y_all = as_images(data.train_x), data.train_y
     val_x, val_y = as_images(data.val_x), data.val_y
     for epoch in range(state["epoch"], config.epochs):
         start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, epoch)
-        losses = train_epoch(net, optimizer, config, x_all, y_all, pool, epoch)
+        losses = train_epoch(net, optimizer, config, x_all, y_all, pool, epoch, tracker)
         train_s = time.perf_counter() - start
         checks = monitor(net, config, val_x, val_y, pool)
         entry = {"epoch": epoch + 1, "lr": lr_at(config, epoch), "train_s": train_s,
@@ -230,7 +257,7 @@ def train_robust(config: RobustConfig, data: TrainData, pool: OutlierPool | None
 
 
 def format_entry(entry: dict[str, Any], epochs: int) -> str:
-    keys = ("epsilon", "ce_adv", "acc_adv", "r_adv", "sim_ood", "val_clean_acc",
+    keys = ("epsilon", "ce_adv", "acc_adv", "r_adv", "sim_ood", "cor_threshold", "val_clean_acc",
             "val_pgd10_acc", "val_joint_silent", "val_threshold", "pool_accepted_clean",
             "pool_accepted_pgd10")
     parts = [f"{k}={entry[k]:.4f}" for k in keys if k in entry]
