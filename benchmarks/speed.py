@@ -25,8 +25,9 @@ alike (the ratios are the numbers to read; absolute times are upper bounds):
    baseline and the projection attractor on the reference and the fast kernels over
    ``--seeds`` seeds, test metrics side by side with the seed spread.
 5. (``--feature-recon``) the feature-recon attack stage, projected (not rerun) from the
-   recorded fp32 stage and timed airbench input-gradient steps (NCHW, channels_last, bf16)
-   and the fp32 matmul floor.
+   recorded fp32 stage and timed airbench input-gradient steps (NCHW; channels_last input,
+   which the attacks now use; channels_last weights and input; bf16) and the fp32 matmul
+   floor. ``benchmarks/attack_layout.py`` runs the attacks themselves in both layouts.
 
 With ``--reference-run`` (a finished ``paper-baseline`` run) the measured step times are
 multiplied by that run's steps per stage: the training time to expect for the same schedule.
@@ -304,6 +305,9 @@ def section_feature_recon(repeats: int, batch: int = 64) -> dict[str, Any]:
         block = {f"fp32 {layout_name}": attack_step(xin, False), "matmul": matmul_step()}
         if layout_name == "channels_last":
             block["bf16 channels_last"] = attack_step(xin, True)
+        else:  # what basin.attacks does now: NCHW weights, channels_last input (model_layout)
+            block["fp32 channels_last input"] = attack_step(
+                x.contiguous(memory_format=torch.channels_last), False)
         measured = interleaved(block, repeats)
         relative.update({k: measured.ratio(k, "matmul") for k in block if k != "matmul"})
         times.update({k: v for k, v in measured.items() if k != "matmul"})
@@ -318,7 +322,8 @@ def section_feature_recon(repeats: int, batch: int = 64) -> dict[str, Any]:
     out: dict[str, Any] = {"gflop_per_step": flops / 1e9, "floor_ms": floor * 1e3}
     print(f"  step {flops / 1e9:.1f} GFLOP; fp32 matmul floor {floor * 1e3:.0f} ms; recorded "
           f"attack stages {recorded / 60:.1f} min, the rest of the run {rest / 60:.1f} min")
-    for name in ("fp32 NCHW", "fp32 channels_last", "bf16 channels_last"):
+    for name in ("fp32 NCHW", "fp32 channels_last input", "fp32 channels_last",
+                 "bf16 channels_last"):
         projected = recorded * relative[name] / base
         out[name] = {"step_ms": times[name] * 1e3, "projected_attack_s": projected}
         print(f"  {name:<19} {times[name] * 1e3:7.0f} ms/step ({relative[name] / base:.2f}x) -> "
