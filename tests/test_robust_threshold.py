@@ -13,7 +13,12 @@ from basin.losses.robust import RobustWeights, correct_or_reject, id_attack_loss
 from basin.models.conv_attractor import ConvAttractorNet
 from basin.training.acceptance import AcceptanceThreshold
 from basin.training.data import TrainData, toy_split
-from basin.training.robust import acceptance_tracker, as_images, train_robust
+from basin.training.robust import (
+    acceptance_tracker,
+    as_images,
+    joint_silent_rate,
+    train_robust,
+)
 from basin.training.robust_config import ROBUST_PRESETS, RobustConfig
 from basin.training.run import load_run
 from basin.utils.io import read_json
@@ -101,3 +106,19 @@ def test_adaptive_run_records_and_resumes_its_threshold(tmp_path: Path) -> None:
     a, b = load_run(tmp_path / "a").net, load_run(tmp_path / "b").net
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.allclose(pa, pb, atol=1e-6), name
+
+
+def test_monitor_joint_silent_rate_bounds() -> None:
+    torch.manual_seed(0)
+    net = ConvAttractorNet((4, 8), 16).eval()
+    x, y = torch.rand(20, 1, 28, 28), torch.randint(0, 10, (20,))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        clean_wrong = float((net.logits(x).argmax(1) != y).float().mean())
+    # every input accepted: at least the clean errors (the clean digit is in the ball)...
+    everything = joint_silent_rate(net, x, y, 0.3, -2.0, 1, gen)
+    assert clean_wrong <= everything <= 1.0
+    # ... and an attack on an untrained net finds more than those
+    assert everything > clean_wrong or clean_wrong == 1.0
+    # nothing accepted: no silent failure whatever the attack does
+    assert joint_silent_rate(net, x, y, 0.3, 2.0, 1, gen) == 0.0
