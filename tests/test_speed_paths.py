@@ -6,18 +6,30 @@ parameters and moments must equal ``torch.optim.Adam(fused=True)``'s exactly, al
 path computes Eq. 4 without ``attractor_loss``'s argument checks; its terms and gradients
 must equal ``attractor_loss``'s exactly, for every stage, with and without the eigen term.
 The attacks hand colour images to the model in channels_last order (a faster convolution on a
-CPU) and find the same adversarial points as in NCHW order, up to rounding.
+CPU) and find the same adversarial points as in NCHW order, up to rounding. The paper's FGSM
+objective on a piecewise-linear network takes its step without computing the Jacobians whose
+term has no input gradient: the same step, bit for bit.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
-from basin.attacks import PGD, Square, channels_last_inputs, make_objective, model_layout
+from basin.attacks import (
+    FGSM,
+    PGD,
+    Square,
+    channels_last_inputs,
+    make_objective,
+    model_layout,
+)
+from basin.attacks import objectives as objectives_module
 from basin.losses import LossWeights, attractor_loss, run_stack
+from basin.models.attractor import AttractorNet
 from basin.training import TrainConfig, build_model
 from basin.training.stages import build_stage
 from basin.training.step import FastAdam, stage_loss
@@ -157,3 +169,30 @@ def test_attacks_hand_channels_last_to_the_model_with_the_same_outcome() -> None
     torch.testing.assert_close(loss_a, loss_b, rtol=1e-4, atol=1e-5)
     assert float((a != b).float().mean()) < 0.01
     assert float((sq_a != sq_b).float().mean()) < 0.01
+
+
+def test_paper_fgsm_takes_the_same_step_without_the_jacobians(monkeypatch) -> None:
+    torch.manual_seed(0)
+    net = AttractorNet((784, 24, 12, 24, 784))
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    y = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(3))
+    objective = make_objective("paper", net, weights=LossWeights(0.988, 0.002, 0.01))
+    assert objective.gradient_fn is not None
+    x_var = x.clone().requires_grad_(True)
+    (full,) = torch.autograd.grad(objective(x_var, y).sum(), x_var)
+    (cheap,) = torch.autograd.grad(objective.gradient_fn(x_var, y).sum(), x_var)
+    assert torch.equal(cheap, full) and float(full.abs().max()) > 0
+    reference = FGSM(dataclasses.replace(objective, gradient_fn=None), 20 / 255).perturb(x, y)
+    calls = []
+    real = objectives_module.jacobian_frobenius_sq
+    monkeypatch.setattr(objectives_module, "jacobian_frobenius_sq",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    x_adv = FGSM(objective, 20 / 255).perturb(x, y)
+    assert torch.equal(x_adv, reference) and not torch.equal(x_adv, x)
+    assert calls == []  # no per-sample Jacobian was computed for the step
+    objective(x, y)
+    assert calls == [1]  # ... though the loss value still has its eigen term
+    # a sigmoid output makes the Jacobian depend on x: no shortcut there
+    sigmoid = AttractorNet((784, 24, 12, 24, 784), output_activation="sigmoid")
+    assert make_objective("paper", sigmoid, weights=LossWeights(0.988, 0.002, 0.01)
+                          ).gradient_fn is None

@@ -220,6 +220,17 @@ class GradientAttack(Attack):
         loss, _, grad = self._with_grad(x, y, with_success=False)
         return loss, grad
 
+    def gradient(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """The objective's input gradient at ``x`` (NaN entries replaced by 0), from its
+        cheaper ``gradient_fn`` when it has one (the same gradient, not the same value)."""
+        fn = self.objective.gradient_fn
+        if fn is None:
+            return self.loss_and_grad(x, y)[1]
+        if self.objective.needs_labels and y is None:
+            raise ValueError(f"objective {self.objective.name!r} needs labels y, got None")
+        x_var = model_layout(x.detach()).requires_grad_(True)
+        return self._input_grad(self.objective._checked(fn(x_var, y), x), x_var, x)
+
     def evaluate_with_grad(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """``(loss, success, grad)`` at ``x`` from one forward and one backward pass."""
         return self._with_grad(x, y, with_success=True)
@@ -232,6 +243,10 @@ class GradientAttack(Attack):
         else:
             loss = self.objective(x_var, y)
             success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        return loss.detach(), success, self._input_grad(loss, x_var, x)
+
+    @staticmethod
+    def _input_grad(loss: Tensor, x_var: Tensor, x: Tensor) -> Tensor:
         grad = None
         if loss.requires_grad:
             (grad,) = torch.autograd.grad(loss.sum(), x_var, allow_unused=True)
@@ -239,8 +254,7 @@ class GradientAttack(Attack):
             # the objective does not depend on x: no direction to follow
             grad = torch.zeros_like(x)
         # one pass, infinities kept (not in place: autograd may return an expanded view)
-        grad = torch.nan_to_num(grad, nan=0.0, posinf=math.inf, neginf=-math.inf)
-        return loss.detach(), success, grad
+        return torch.nan_to_num(grad, nan=0.0, posinf=math.inf, neginf=-math.inf)
 
     def step(self, x_adv: Tensor, x: Tensor, grad: Tensor, step_size: float) -> Tensor:
         """One ascent step along ``sign(grad)`` followed by the projection."""

@@ -38,10 +38,10 @@ class FGSM(GradientAttack):
     name = "fgsm"
 
     def _perturb(self, x: Tensor, y: Tensor | None) -> Tensor:
+        if not self.strongest:  # one step: the direction is all it needs, not the value
+            return self.step(x, x, self.gradient(x, y), self.epsilon)
         clean_loss, grad = self.loss_and_grad(x, y)
         x_adv = self.step(x, x, grad, self.epsilon)
-        if not self.strongest:
-            return x_adv
         loss, _ = self.evaluate(x_adv, y)
         clean_wins = ((clean_loss > loss) | torch.isnan(loss)).reshape((-1,) + (1,) * (x.dim() - 1))
         return torch.where(clean_wins, x, x_adv)

@@ -13,7 +13,9 @@ test and keeps the highest-objective point of the ball, the clean input included
 result is never worse than clean. Detector-score objectives default to ``"strongest"``: their
 success test (crossing the threshold) is a poor stopping rule for AUROC, which moves with every
 score. An optional ``evaluate_fn`` returns loss and success from one forward pass, so an
-attack's bookkeeping costs no extra forward.
+attack's bookkeeping costs no extra forward; an optional ``gradient_fn`` has the loss's input
+gradient without all of its value (a term constant in ``x`` left out), for attacks that only
+follow the gradient (FGSM's step).
 
 The attacks never look at the model; they only see the objective. Any classifier plugs in
 through ``logits(x)`` (or by being callable), a reconstruction model additionally through
@@ -63,6 +65,9 @@ class Objective:
         keep: the attacks' default selection, ``"first-success"`` or ``"strongest"``.
         evaluate_fn: optional ``(x, y) -> (loss, success)`` from one forward pass; must agree
             with ``loss_fn`` and ``success_fn`` (it is dropped when ``success_fn`` is None).
+        gradient_fn: optional ``(x, y) -> (N,)`` with exactly ``loss_fn``'s gradient in ``x``
+            but cheaper (``loss_fn`` minus terms that do not depend on ``x``); its values are
+            not the loss and are never compared or returned.
     """
 
     name: str
@@ -72,6 +77,7 @@ class Objective:
     kind: str = "classifier"
     keep: str = "first-success"
     evaluate_fn: EvaluateFn | None = None
+    gradient_fn: LossFn | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -277,13 +283,14 @@ def build_paper(model: Any, *, weights: Any = None, jacobian: str = "exact-fast"
     piecewise_linear = all(a in PIECEWISE_LINEAR for a in stack.activations)
     generator = torch.Generator().manual_seed(seed) if jacobian == "projection" else None
 
-    def loss_and_logits(x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+    def loss_and_logits(x: Tensor, y: Tensor | None,
+                        with_eigen: bool = True) -> tuple[Tensor, Tensor]:
         flat = x.reshape(x.shape[0], -1)
         reconstruction = (stack(flat) - flat).square().mean(dim=1)
         logits = classifier_logits(model, x)
         classification = F.cross_entropy(logits, labels(y), reduction="none")
         total = weights.reconstruction * reconstruction + weights.classification * classification
-        if weights.eigen > 0:
+        if weights.eigen > 0 and with_eigen:
             # A piecewise-linear G has a piecewise-constant Jacobian: the term has no input
             # gradient, so skip building its (expensive) graph; the value stays exact.
             with torch.set_grad_enabled(torch.is_grad_enabled() and not piecewise_linear):
@@ -303,7 +310,14 @@ def build_paper(model: Any, *, weights: Any = None, jacobian: str = "exact-fast"
         total, logits = loss_and_logits(x, y)
         return total, misclassified(logits.detach(), y)
 
-    return Objective("paper", loss, success, evaluate_fn=evaluate)
+    def without_eigen(x: Tensor, y: Tensor | None) -> Tensor:
+        return loss_and_logits(x, y, with_eigen=False)[0]
+
+    # the eigen term enters a piecewise-linear G's loss as a constant: the same gradient
+    # (bit for bit: the sum's backward hands the other terms the same ones) without the
+    # per-sample Jacobians, most of the paper FGSM's time on the attractor network
+    gradient = without_eigen if piecewise_linear and weights.eigen > 0 else None
+    return Objective("paper", loss, success, evaluate_fn=evaluate, gradient_fn=gradient)
 
 
 def iterate_reconstruction(model: Any, x: Tensor, steps: int, *, bpda: bool = False) -> Tensor:
