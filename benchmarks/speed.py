@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/speed.py [--threads 1] [--repeats 30] [--seeds 3] [--epochs 3]
 [--train-size 2000] [--mirror DIR] [--reference-run runs/attractor-paper/baseline]
-[--feature-recon] [--skip-metrics] [--json FILE]``.
+[--feature-recon] [--skip-metrics] [--json FILE] [--clock wall|cpu]``.
 
 Everything is measured side by side in one process, the contenders interleaved round-robin
 and the fastest repeat kept, so that load from other processes on a shared machine hits them
@@ -60,6 +60,8 @@ from basin.training.trainer import _loss_weights
 
 BATCH = 64
 MATMUL_SIZE = 1024
+# interleaved()'s clock: wall, or (--clock cpu) this thread's CPU time, blind to time slices
+CLOCK: list[Callable[[], float]] = [time.perf_counter]
 
 
 class Timings(dict):
@@ -84,9 +86,9 @@ def interleaved(steps: dict[str, Callable[[], Any]], repeats: int) -> Timings:
     samples: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            start = time.perf_counter()
+            start = CLOCK[0]()
             step()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(CLOCK[0]() - start)
     return Timings(samples)
 
 
@@ -95,9 +97,12 @@ def verdict(ratio: float, target: float) -> str:
 
 
 class StepBench:
-    """A stage's training step on a fixed random MNIST-shaped batch, as the trainer runs it."""
+    """A stage's training step on a fixed random MNIST-shaped batch, as the trainer runs it.
+    ``fast=None``: the fast kernels before FastAdam and the unchecked loss (torch's fused
+    ``Adam.step``, ``attractor_loss``), the same arithmetic (for stages without eigen term)."""
 
-    def __init__(self, preset: str, stage_index: int, fast: bool, seed: int = 0) -> None:
+    def __init__(self, preset: str, stage_index: int, fast: bool | None,
+                 seed: int = 0) -> None:
         self.config = PRESETS[preset].replace(seed=seed)
         net, heads = build_model(self.config)
         self.stage = build_stage(net, heads, stage_index, self.config.learning_rates)
@@ -106,9 +111,9 @@ class StepBench:
         self.h = self.stage.inputs(x, BATCH)
         self.y = torch.randint(0, 10, (BATCH,), generator=gen)
         self.weights = _loss_weights(self.config)
-        self.fast = fast
-        self.optimizer = make_optimizer(list(self.stage.parameters()), self.stage.lr,
-                                        fast=fast)
+        self.fast, params = bool(fast), list(self.stage.parameters())  # None: checked loss
+        self.optimizer = (torch.optim.Adam(params, lr=self.stage.lr, fused=True) if fast is None
+                          else make_optimizer(params, self.stage.lr, fast=self.fast))
         self.noise = torch.Generator().manual_seed(seed + 1)
 
     def step(self) -> None:
@@ -137,7 +142,7 @@ def matmul_step() -> Callable[[], Any]:
 def section_step(repeats: int) -> dict[str, Any]:
     print("\n(1) training step vs the machine's fp32 matmul throughput, batch 64")
     benches = {(idx, fused): StepBench("paper-baseline", idx, fused)
-               for idx in range(4) for fused in (True, False)}
+               for idx in range(4) for fused in (True, None, False)}
     # the matmul takes its turn in the same round-robin, so it meets the same load
     times = interleaved({"matmul": matmul_step(),
                          **{f"{k}": b.step for k, b in benches.items()}}, repeats)
@@ -153,13 +158,16 @@ def section_step(repeats: int) -> dict[str, Any]:
         scale = 2 * MATMUL_SIZE ** 3 / flops
         now = times.ratio(str((idx, True)), "matmul") * scale
         before = times.ratio(str((idx, False)), "matmul") * scale
+        torch_adam = times.ratio(str((idx, None)), "matmul") * scale
         name = bench.stage.name
         print(f"  {name:<11} {flops / 1e6:6.1f} MFLOP  floor {floor * 1e3:5.2f} ms  "
               f"step {fused_t * 1e3:6.2f} ms (reference kernels {loop_t * 1e3:6.2f} ms)  "
-              f"step/floor {verdict(now, 2.0)}; before {before:.2f}x")
+              f"step/floor {verdict(now, 2.0)}; torch's fused Adam.step + checked loss "
+              f"{torch_adam:.2f}x; reference kernels {before:.2f}x")
         out["stages"][name] = {"mflop": flops / 1e6, "floor_ms": floor * 1e3,
                                "step_ms": fused_t * 1e3, "reference_kernels_ms": loop_t * 1e3,
-                               "step_over_floor": now, "reference_over_floor": before}
+                               "step_over_floor": now, "reference_over_floor": before,
+                               "torch_adam_over_floor": torch_adam}
     return out
 
 
@@ -362,16 +370,20 @@ def main() -> None:
     parser.add_argument("--mirror", default=os.environ.get("BASIN_DATA_MIRROR"))
     parser.add_argument("--reference-run", type=Path, default=None)
     parser.add_argument("--skip-metrics", action="store_true")
-    parser.add_argument("--feature-recon", action="store_true",
-                        help="also project the feature-recon attack stage (5)")
+    parser.add_argument("--feature-recon", action="store_true", help="section (5)")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args()
     for name in ("threads", "repeats", "seeds", "epochs", "train_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.clock == "cpu" and args.threads != 1:  # thread_time sees the calling thread only
+        parser.error("--clock cpu needs --threads 1")
     torch.set_num_threads(args.threads)
+    CLOCK[0] = time.thread_time if args.clock == "cpu" else time.perf_counter
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU; "
-          f"fastest of {args.repeats} interleaved repeats; load {os.getloadavg()[0]:.1f}")
+          f"fastest of {args.repeats} interleaved repeats, {args.clock} clock; load "
+          f"{os.getloadavg()[0]:.1f}")
     results: dict[str, Any] = {"threads": args.threads, "load_start": os.getloadavg()[0]}
     results["step"] = section_step(args.repeats)
     results["projection"] = section_projection(args.repeats)
