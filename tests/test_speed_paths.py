@@ -8,7 +8,8 @@ must equal ``attractor_loss``'s exactly, for every stage, with and without the e
 The attacks hand colour images to the model in channels_last order (a faster convolution on a
 CPU) and find the same adversarial points as in NCHW order, up to rounding. The paper's FGSM
 objective on a piecewise-linear network takes its step without computing the Jacobians whose
-term has no input gradient: the same step, bit for bit.
+term has no input gradient: the same step, bit for bit. A fixed-step iteration computes its
+``converged`` flags only when they are read (the Pearson score never reads them).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from basin.attacks import (
 )
 from basin.attacks import objectives as objectives_module
 from basin.losses import LossWeights, attractor_loss, run_stack
+from basin.models import dynamics
 from basin.models.attractor import AttractorNet
 from basin.training import TrainConfig, build_model
 from basin.training.stages import build_stage
@@ -196,3 +198,18 @@ def test_paper_fgsm_takes_the_same_step_without_the_jacobians(monkeypatch) -> No
     sigmoid = AttractorNet((784, 24, 12, 24, 784), output_activation="sigmoid")
     assert make_objective("paper", sigmoid, weights=LossWeights(0.988, 0.002, 0.01)
                           ).gradient_fn is None
+
+
+def test_fixed_step_iteration_computes_convergence_only_when_read(monkeypatch) -> None:
+    calls = []
+    real = dynamics._max_abs_change
+    monkeypatch.setattr(dynamics, "_max_abs_change",
+                        lambda new, old: calls.append(1) or real(new, old))
+    x = torch.tensor([[0.5, 0.5], [0.2, 0.9]])
+    result = dynamics.iterate(lambda t: t.clamp(0.3, 1.0), x, steps=2)  # row 0 is fixed
+    assert torch.equal(result.final, torch.tensor([[0.5, 0.5], [0.3, 0.9]]))
+    assert calls == []  # the score reads only .final
+    assert result.converged.tolist() == [True, True] and calls == [1]
+    assert result.converged.tolist() == [True, True] and calls == [1]  # computed once
+    once = dynamics.iterate(lambda t: t.clamp(0.3, 1.0), x, steps=1)
+    assert once.converged.tolist() == [True, False]

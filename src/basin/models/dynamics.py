@@ -11,9 +11,10 @@ settles. A fixed point ``x* = G(x*)`` is an attractor when every eigenvalue of t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -30,15 +31,21 @@ class IterationResult:
         iterations: int64 (N,), how many times G was applied to each sample.
         converged: bool (N,), whether the sample's last update was below ``tol`` (with a
             fixed number of ``steps`` there is no tolerance: True only where the last step
-            changed nothing at all).
+            changed nothing at all; computed on first access, since the Pearson score, the
+            hot caller, never reads it and it costs three passes over the batch).
         trajectory: ``[x_0, x_1, ...]`` (whole batch each, frozen samples repeat their value),
             or None unless ``keep_trajectory`` was set.
     """
 
     final: Tensor
     iterations: Tensor
-    converged: Tensor
-    trajectory: list[Tensor] | None
+    converged_when_read: Tensor | Callable[[], Tensor] = field(repr=False)
+    trajectory: list[Tensor] | None = None
+
+    @functools.cached_property
+    def converged(self) -> Tensor:
+        value = self.converged_when_read
+        return value if isinstance(value, Tensor) else value()
 
 
 def _max_abs_change(new: Tensor, old: Tensor) -> Tensor:
@@ -94,10 +101,14 @@ def iterate(g: Callable[[Tensor], Tensor], x: Tensor, *, steps: int | None = Non
             previous, current = current, g(current)
             if trajectory is not None:
                 trajectory.append(current)
-        converged = (_max_abs_change(current, previous) == 0) if steps else \
-            torch.zeros(n, dtype=torch.bool, device=x.device)
+        last, before_last = current, previous
+
+        def settled() -> Tensor:
+            return (_max_abs_change(last, before_last) == 0) if steps else \
+                torch.zeros(n, dtype=torch.bool, device=x.device)
+
         iterations = torch.full((n,), steps, dtype=torch.int64, device=x.device)
-        return IterationResult(current, iterations, converged, trajectory)
+        return IterationResult(current, iterations, settled, trajectory)
 
     assert tol is not None
     current = x
