@@ -42,6 +42,8 @@ from basin.reproductions.feature_recon import (
     Plan,
     reproduce_feature_recon_paper,
 )
+from basin.reproductions.feature_recon.feature_only import DETECTORS as FEATURE_ONLY
+from basin.reproductions.feature_recon.feature_only import run_feature_only
 from basin.reproductions.feature_recon.protocol import BATCH, TABLE_IDS, TINY, TINY_RESIZE
 from basin.reproductions.feature_recon.run import backbone, file_sha256
 from basin.reproductions.feature_recon.tables import pct, zhou_checks
@@ -419,3 +421,25 @@ def test_zhou_terms_rebuild_the_runs_own_scores(tiny_run: tuple[Path, dict[str, 
                 assert r["auroc log_p"] == reported[(key, det, r["set"])], (key, det, r)
                 assert r["auroc backbone msp"] == reported[(key, "msp", r["set"])]
                 assert 0 <= r["auroc -e1"] <= 100 and 0 <= r["auroc log_p-msp"] <= 100
+
+
+@pytest.mark.slow
+def test_feature_only_equals_the_full_run(tiny_run: tuple[Path, dict[str, Any]],
+                                          tiny_mirror: Path,
+                                          given_backbone: tuple[Path, dict[str, Any]]) -> None:
+    """The feature detectors alone, on the run's backbone and plan: the same records."""
+    _, results = tiny_run
+    lean = one_thread(run_feature_only, given_backbone[0], plan="tiny", seed=0,
+                      mirror=tiny_mirror)
+    full = {(r["detector"], r["set"]): r for r in results["metrics"]
+            if r["backbone"] == "cifar10"}
+    sets = {*far_ood_names(tiny_mirror), *natural_ood_names(tiny_mirror), "far-ood (all)"}
+    assert {(r["detector"], r["set"]) for r in lean["metrics"]} == \
+        {(d, s) for d in FEATURE_ONLY for s in sets}
+    for r in lean["metrics"]:
+        ref = full[(r["detector"], r["set"])]
+        for k in ("auroc", "fpr_at_95_tpr", "tnr", "threshold"):
+            assert r[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), (r["detector"], k)
+    terms = {r["set"]: r for r in lean["zhou_terms"]}
+    assert set(terms) == sets
+    assert terms["far-ood (all)"]["auroc log_p"] == pct(full[("zhou", "far-ood (all)")]["auroc"])

@@ -189,11 +189,25 @@ def _load_detectors(run: BackboneRun, plan: Plan) -> dict[str, Detector]:
                                  epsilon=run.odin_tuning["epsilon"])}
 
 
+def fit_zhou(name: str, model: Any, plan: Plan, data: dict[str, ImageDataset],
+             feats: dict[str, Tensor]) -> ZhouDetector:
+    """Zhou's detector (``zhou``) or the official code's variant (``zhou_faithful``) as the
+    plan sizes it, trained on the training features, normals fitted on validation ones."""
+    cls, epochs = ((ZhouDetector, plan.zhou_epochs) if name == "zhou" else
+                   (ZhouFaithfulDetector, plan.zhou_faithful_epochs))
+    train, val, hidden = data["train"], data["val"], plan.zhou_hidden
+    zhou = cls(model, n_classes=len(train.classes), epochs=epochs, seed=plan.seed,
+               d1_hidden=hidden, d2_hidden=hidden or (512, 256))
+    # official-file indices of the images behind each feature row, for provenance
+    return zhou.fit_features(feats["train"], train.labels, feats["val"],
+                             val_indices=val.indices, train_indices=train.indices)
+
+
 def _fit_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
                    feats: dict[str, Tensor]) -> dict[str, Detector]:
     """Every detector that learns, fitted on training features (validation for the normals
     and ODIN's tuning), and saved to the cache folder."""
-    model, cache, hidden = run.model, run.folder, plan.zhou_hidden
+    model, cache = run.model, run.folder
     train, val = data["train"], data["val"]
     device = feats["train"].device
     out: dict[str, Detector] = {
@@ -202,13 +216,8 @@ def _fit_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
         "pixel_autoencoder": PixelAutoencoderDetector(epochs=plan.ae_epochs,
                                                       seed=plan.seed).fit(
             train.images.to(device))}
-    for name, cls, epochs in (("zhou", ZhouDetector, plan.zhou_epochs),
-                              ("zhou_faithful", ZhouFaithfulDetector, plan.zhou_faithful_epochs)):
-        zhou = cls(model, n_classes=len(train.classes), epochs=epochs, seed=plan.seed,
-                   d1_hidden=hidden, d2_hidden=hidden or (512, 256))
-        # official-file indices of the images behind each feature row, for provenance
-        out[name] = zhou.fit_features(feats["train"], train.labels, feats["val"],
-                                      val_indices=val.indices, train_indices=train.indices)
+    for name in ("zhou", "zhou_faithful"):
+        out[name] = fit_zhou(name, run.model, plan, data, feats)
     # the OOD proxy: synthetic outliers of *training* images (neither a test set nor as
     # easy as uniform noise, on which every ODIN setting scored FPR95 = 0)
     proxy, _ = cifar_outliers(train.images, train.labels, plan.odin_n, seed=plan.seed)

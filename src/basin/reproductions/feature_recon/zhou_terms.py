@@ -79,7 +79,7 @@ def term_table(id_scores: Mapping[str, np.ndarray],
 def markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
     header = list(rows[0])
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if h == "set" else "---:" for h in header) + "|"]
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
     return "\n".join(lines)
 

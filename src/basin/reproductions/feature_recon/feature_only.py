@@ -1,0 +1,136 @@
+"""The backbone-feature detectors alone on a given 10-class backbone: the feature-recon run's
+far-OOD and natural-image columns at a fraction of its cost.
+
+``basin reproduce feature-recon-paper`` also fits the pixel autoencoder, tunes ODIN and
+scores both (input gradients or a second network for every image), builds the anomaly sets
+and trains a 6-class backbone. What needs only the backbone's penultimate features is cheap:
+MSP, Energy, Mahalanobis, KNN, Zhou's detector (default reading) and its combination with
+MSP. This module runs exactly those with the reproduction's own code and plan
+(:func:`.run.fit_zhou`, :func:`.run.score_set`, :func:`.tables.metric_records`, thresholds at
+95% validation acceptance), so each number equals the full run's for the same backbone,
+plan and seed (tested against the tiny run), and adds Zhou's term-by-term table
+(:mod:`.zhou_terms`) from the same features.
+
+``python -m basin.reproductions.feature_recon.feature_only --backbone DIR --out DIR --seed 0``
+writes ``results.json`` and ``report.md`` into ``--out`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from basin.data.cifar_sets import far_ood_names, far_ood_set, load_splits, natural_ood_names
+from basin.detectors import (
+    CombinedDetector,
+    EnergyDetector,
+    KNNDetector,
+    MahalanobisDetector,
+    MSPDetector,
+    threshold_for_acceptance,
+)
+from basin.models.cifar import load_backbone
+from basin.models.feature_classifier import check_feature_classifier, extract_features
+from basin.reproductions.feature_recon.protocol import ACCEPTANCE, BATCH, BackboneRun, Plan
+from basin.reproductions.feature_recon.run import file_sha256, fit_zhou, score_set
+from basin.reproductions.feature_recon.tables import metric_records, pct
+from basin.reproductions.feature_recon.zhou_terms import POOLED, markdown, term_scores, term_table
+from basin.utils.io import atomic_write_json, atomic_write_text
+
+DETECTORS = ("msp", "energy", "mahalanobis", "knn", "zhou", "combined")
+
+
+def run_feature_only(backbone_dir: str | Path, *, plan: str = "full", seed: int = 0,
+                     mirror: Any = None, device: torch.device | None = None,
+                     changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit, calibrate and score the feature detectors on ``backbone_dir``; the results dict
+    (``metrics`` as the full run's records, ``zhou_terms``, ``backbone``, ``plan``)."""
+    the_plan = replace(Plan.make(plan, seed), **(changes or {}))
+    device = device or torch.device("cpu")
+    folder = Path(backbone_dir)
+    if not (folder / "model.safetensors").is_file():
+        raise ValueError(f"--backbone {folder}: no model.safetensors (a folder written by "
+                         "basin train-backbone)")
+    start = time.perf_counter()
+    model = check_feature_classifier(load_backbone(folder, device=device).requires_grad_(False))
+    data = load_splits("cifar10", mirror, seed=the_plan.seed, train_limit=the_plan.train_limit,
+                       val_limit=the_plan.val_limit, test_limit=the_plan.test_limit)
+    feats = {s: extract_features(model, data[s].images.to(device), BATCH)
+             for s in ("train", "val", "test")}
+    train = data["train"]
+    zhou, msp = fit_zhou("zhou", model, the_plan, data, feats), MSPDetector(model)
+    run = BackboneRun("cifar10", folder, model, train.classes,
+                      {"folder": str(folder), "sha256": file_sha256(folder / "model.safetensors")})
+    run.detectors = {
+        "msp": msp, "energy": EnergyDetector(model),
+        "mahalanobis": MahalanobisDetector(model).fit_features(feats["train"], train.labels),
+        "knn": KNNDetector(model, k=the_plan.knn_k).fit_features(feats["train"]),
+        "zhou": zhou, "combined": CombinedDetector(zhou, msp).fit_features(feats["val"])}
+    val_scores = score_set(run, data["val"].images, feats["val"])
+    for name, det in run.detectors.items():
+        det.threshold = threshold_for_acceptance(torch.from_numpy(val_scores[name]), ACCEPTANCE)
+    run.scores["cifar10"] = ("id", score_set(run, data["test"].images, feats["test"]))
+    terms = {"id": term_scores(zhou, feats["test"])}
+    for kind, names in (("far-ood", far_ood_names(mirror)),
+                        ("natural-ood", natural_ood_names(mirror))):
+        for name in names:
+            x = far_ood_set(name, mirror, seed=the_plan.seed, n=the_plan.ood_limit).to(device)
+            f = extract_features(model, x, BATCH)
+            run.scores[name] = (kind, score_set(run, x, f))
+            terms[name] = term_scores(zhou, f)
+    for name, s in list(terms.items()):
+        s["backbone msp"] = run.scores["cifar10" if name == "id" else name][1]["msp"]
+    far = far_ood_names(mirror)
+    terms[POOLED] = {k: np.concatenate([terms[n][k] for n in far]) for k in terms["id"]}
+    with torch.no_grad():
+        logits = model.logits_from_features(feats["test"]).cpu()
+    run.info["test_accuracy"] = float((logits.argmax(1) == data["test"].labels).double().mean())
+    id_terms = terms.pop("id")
+    return {"plan": asdict(the_plan), "seed": seed, "backbone": run.info,
+            "metrics": metric_records({"cifar10": run}),
+            "zhou_terms": term_table(id_terms, terms),
+            "wall_time_s": time.perf_counter() - start}
+
+
+def auroc_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """detector x set AUROC (%), pooled far-OOD first."""
+    sets = list(dict.fromkeys(r["set"] for r in results["metrics"]))
+    sets = [POOLED, *(s for s in sets if s != POOLED)]
+    found = {(r["detector"], r["set"]): r for r in results["metrics"]}
+    return [{"detector": det, **{s: pct(found[(det, s)]["auroc"]) for s in sets}}
+            for det in DETECTORS]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone", required=True, help="a basin train-backbone folder")
+    parser.add_argument("--out", required=True, help="folder for results.json and report.md")
+    parser.add_argument("--plan", default="full", choices=("full", "quick", "tiny"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mirror", default=None, help="data mirror [$BASIN_DATA_MIRROR]")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    results = run_feature_only(args.backbone, plan=args.plan, seed=args.seed, mirror=args.mirror)
+    out = Path(args.out)
+    atomic_write_json(out / "results.json", results)
+    text = "\n\n".join([
+        markdown(auroc_table(results), f"AUROC % (rows: detectors; test accuracy "
+                                       f"{pct(results['backbone']['test_accuracy'])}%)"),
+        markdown(results["zhou_terms"], "Zhou (default) term by term (AUROC %, median "
+                                        "log-CDF drop ID -> OOD)")])
+    atomic_write_text(out / "report.md", text + "\n")
+    print(text)
+    print(f"wall time {results['wall_time_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
