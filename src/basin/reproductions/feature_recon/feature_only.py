@@ -6,7 +6,7 @@ scores both (input gradients or a second network for every image), builds the an
 and trains a 6-class backbone. What needs only the backbone's penultimate features is cheap:
 MSP, Energy, Mahalanobis, KNN, Zhou's detector (default reading) and its combination with
 MSP. This module runs exactly those with the reproduction's own code and plan
-(:func:`.run.fit_zhou`, :func:`.run.score_set`, :func:`.tables.metric_records`, thresholds at
+(:func:`.zhou_fit.fit_zhou`, :func:`.run.score_set`, :func:`.tables.metric_records`, thresholds at
 95% validation acceptance), so each number equals the full run's for the same backbone,
 plan and seed (tested against the tiny run), and adds Zhou's term-by-term table
 (:mod:`.zhou_terms`) from the same features.
@@ -39,8 +39,9 @@ from basin.detectors import (
 from basin.models.cifar import load_backbone
 from basin.models.feature_classifier import check_feature_classifier, extract_features
 from basin.reproductions.feature_recon.protocol import ACCEPTANCE, BATCH, BackboneRun, Plan
-from basin.reproductions.feature_recon.run import file_sha256, fit_zhou, score_set
+from basin.reproductions.feature_recon.run import file_sha256, score_set
 from basin.reproductions.feature_recon.tables import metric_records, pct
+from basin.reproductions.feature_recon.zhou_fit import fit_zhou
 from basin.reproductions.feature_recon.zhou_terms import POOLED, markdown, term_scores, term_table
 from basin.utils.io import atomic_write_json, atomic_write_text
 

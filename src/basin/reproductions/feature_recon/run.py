@@ -87,6 +87,7 @@ from basin.reproductions.feature_recon.protocol import (
     BackboneRun,
     Plan,
 )
+from basin.reproductions.feature_recon.zhou_fit import fit_zhou
 from basin.robustness.detector_level import RobustnessSettings
 from basin.training.backbone import default_backbone_config, train_backbone
 from basin.training.backbone_aug import resolve_precision
@@ -187,20 +188,6 @@ def _load_detectors(run: BackboneRun, plan: Plan) -> dict[str, Detector]:
             "zhou_faithful": ZhouFaithfulDetector.load(cache / "zhou_faithful", model),
             "odin": ODINDetector(model, temperature=run.odin_tuning["temperature"],
                                  epsilon=run.odin_tuning["epsilon"])}
-
-
-def fit_zhou(name: str, model: Any, plan: Plan, data: dict[str, ImageDataset],
-             feats: dict[str, Tensor]) -> ZhouDetector:
-    """Zhou's detector (``zhou``) or the official code's variant (``zhou_faithful``) as the
-    plan sizes it, trained on the training features, normals fitted on validation ones."""
-    cls, epochs = ((ZhouDetector, plan.zhou_epochs) if name == "zhou" else
-                   (ZhouFaithfulDetector, plan.zhou_faithful_epochs))
-    train, val, hidden = data["train"], data["val"], plan.zhou_hidden
-    zhou = cls(model, n_classes=len(train.classes), epochs=epochs, seed=plan.seed,
-               d1_hidden=hidden, d2_hidden=hidden or (512, 256))
-    # official-file indices of the images behind each feature row, for provenance
-    return zhou.fit_features(feats["train"], train.labels, feats["val"],
-                             val_indices=val.indices, train_indices=train.indices)
 
 
 def _fit_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
