@@ -14,9 +14,11 @@ from basin.models.conv_attractor import ConvAttractorNet
 from basin.training.acceptance import AcceptanceThreshold
 from basin.training.data import TrainData, toy_split
 from basin.training.robust import (
+    _id_step_sizes,
     acceptance_tracker,
     as_images,
     joint_silent_rate,
+    pgd_linf,
     train_robust,
 )
 from basin.training.robust_config import ROBUST_PRESETS, RobustConfig
@@ -122,3 +124,23 @@ def test_monitor_joint_silent_rate_bounds() -> None:
     assert everything > clean_wrong or clean_wrong == 1.0
     # nothing accepted: no silent failure whatever the attack does
     assert joint_silent_rate(net, x, y, 0.3, 2.0, 1, gen) == 0.0
+
+
+def test_clean_start_inputs_take_their_own_step_size() -> None:
+    config = ROBUST_PRESETS["attractor-robust-conv4"]
+    sizes = _id_step_sizes(config, 0.3, 8)
+    assert isinstance(sizes, torch.Tensor)
+    assert sizes.flatten().tolist() == pytest.approx([0.03] * 4 + [0.06] * 4)
+    assert _id_step_sizes(config.replace(clean_step_factor=None), 0.3, 8) == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="clean_step_factor"):
+        config.replace(clean_step_factor=0.0)
+    # PGD with per-input steps: the clean-start rows move at most steps x their step
+    torch.manual_seed(0)
+    net = ConvAttractorNet((4, 8), 16)
+    x, y = torch.rand(8, 1, 28, 28) * 0.5 + 0.25, torch.randint(0, 10, (8,))
+    x_adv = pgd_linf(lambda t: id_attack_loss(net, t, y, sim_weight=0.0), x, 0.3, 3, sizes,
+                     torch.Generator().manual_seed(0), clean_start=4)
+    moved = (x_adv - x).abs().flatten(1).amax(1)
+    assert float(moved[:4].max()) <= 3 * 0.03 + 1e-6
+    assert float(moved[4:].min()) > 3 * 0.03   # random start + coarse steps go further
+    assert float(moved.max()) <= 0.3 + 1e-6

@@ -57,11 +57,13 @@ from basin.utils.runinfo import run_record
 LossFn = Callable[[Tensor], Tensor]
 
 
-def pgd_linf(loss_fn: LossFn, x: Tensor, epsilon: float, steps: int, step_size: float,
-             generator: torch.Generator | None, clean_start: int = 0) -> Tensor:
+def pgd_linf(loss_fn: LossFn, x: Tensor, epsilon: float, steps: int,
+             step_size: float | Tensor, generator: torch.Generator | None,
+             clean_start: int = 0) -> Tensor:
     """Sign-gradient ascent on ``loss_fn(x').sum()`` inside the L-inf ball and [0, 1],
     from a uniform random start (the cheap training attack; the last iterate is returned);
-    the first ``clean_start`` inputs start at the clean point instead. With ``steps = 0`` or
+    the first ``clean_start`` inputs start at the clean point instead. ``step_size``: one
+    number, or one per input (a tensor broadcastable against ``x``). With ``steps = 0`` or
     ``epsilon = 0`` returns ``x``."""
     if steps == 0 or epsilon == 0:
         return x.detach()
@@ -145,7 +147,7 @@ def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: Rob
         idx = order[step * config.batch_size:(step + 1) * config.batch_size]
         x, y = x_all[idx], y_all[idx]
         eps = epsilon_at(config, epoch, step, steps)
-        size = config.step_factor * eps / max(1, config.id_steps)
+        size = _id_step_sizes(config, eps, len(idx))
         at = tracker.target() if tracker is not None else None
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             x_adv = pgd_linf(_id_loss(net, y, config, at), x, eps, config.id_steps, size, gen,
@@ -171,6 +173,19 @@ def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: Rob
     if tracker is not None:
         out["cor_threshold"] = tracker.value
     return out
+
+
+def _id_step_sizes(config: RobustConfig, eps: float, n: int) -> float | Tensor:
+    """The digits' PGD step: ``step_factor * eps / id_steps``, and for the inputs that start
+    at the clean digit ``clean_step_factor * eps / id_steps`` when that is set (a walk from
+    the accepted input in small steps finds failures that coarse steps jump over)."""
+    size = config.step_factor * eps / max(1, config.id_steps)
+    if config.clean_step_factor is None:
+        return size
+    sizes = torch.full((n, 1, 1, 1), size)
+    sizes[:round(config.clean_start_fraction * n)] = (
+        config.clean_step_factor * eps / max(1, config.id_steps))
+    return sizes
 
 
 def monitor(net: AnyAttractor, config: RobustConfig, val_x: Tensor, val_y: Tensor,

@@ -25,7 +25,8 @@ PAPER_SYSTEMS = ("baseline", "attractor")
 ROBUST_SYSTEMS = {"robust": "attractor-robust-pgd7", "robust-cor": "attractor-robust-cor",
                   "robust-conv": "attractor-robust-conv", "robust-conv2": "attractor-robust-conv2",
                   "robust-conv3": "attractor-robust-conv3",
-                  "robust-conv3-adaptive": "attractor-robust-conv3-adaptive"}
+                  "robust-conv3-adaptive": "attractor-robust-conv3-adaptive",
+                  "robust-conv4": "attractor-robust-conv4"}
 QUICK_ROBUST_SYSTEMS = {"robust": "attractor-robust-quick",
                         "robust-conv": "attractor-robust-conv-quick"}
 OOD_SETS = ("fashion-mnist", "notmnist", "cifar10-bw", "omniglot-evaluation")
