@@ -11,6 +11,11 @@ from basin.data.outliers import OutlierPool
 from basin.detectors.pearson import pearson_correlation as pearson
 from basin.losses.robust import RobustWeights, correct_or_reject, id_attack_loss, robust_loss
 from basin.models.conv_attractor import ConvAttractorNet
+from basin.reproductions.robust_attractor.protocol import (
+    DEFAULT_SYSTEMS,
+    ROBUST_SYSTEMS,
+    RobustPlan,
+)
 from basin.training.acceptance import AcceptanceThreshold
 from basin.training.data import TrainData, toy_split
 from basin.training.robust import (
@@ -144,3 +149,16 @@ def test_clean_start_inputs_take_their_own_step_size() -> None:
     assert float(moved[:4].max()) <= 3 * 0.03 + 1e-6
     assert float(moved[4:].min()) > 3 * 0.03   # random start + coarse steps go further
     assert float(moved.max()) <= 0.3 + 1e-6
+
+
+def test_full_plan_judges_the_best_recipe_and_the_paper_networks_by_default() -> None:
+    full = RobustPlan.make(quick=False)
+    assert full.default_selection() == DEFAULT_SYSTEMS
+    chosen = full.only(full.default_selection())
+    assert chosen.systems == ("robust-conv3-adaptive", "baseline", "attractor")
+    assert chosen.robust_presets == {
+        "robust-conv3-adaptive": "attractor-robust-conv3-adaptive"}
+    # every recipe is a registered system and a preset; quick plans keep all of theirs
+    assert set(ROBUST_SYSTEMS.values()) <= set(ROBUST_PRESETS)
+    quick = RobustPlan.make(quick=True)
+    assert quick.default_selection() is None and quick.only(None) == quick

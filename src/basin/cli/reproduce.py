@@ -136,10 +136,12 @@ def plan_changes(label_smoothing: float | None, no_attacks: bool, no_near_ood: b
                    "attractor/ runs are evaluated instead of training them.")
 @click.option("--robust-run", "robust_runs", multiple=True, metavar="[SYSTEM=]DIR",
               help="A finished robust training run to evaluate instead of training it, as "
-                   "SYSTEM=DIR (robust, robust-cor, robust-conv; a bare DIR is 'robust'); "
+                   "SYSTEM=DIR (robust, robust-cor, robust-conv, ... robust-conv4; a bare DIR "
+                   "is 'robust'); "
                    "repeatable.")
 @click.option("--systems", default=None, metavar="A,B",
-              help="Judge only these systems (e.g. robust-conv,baseline); default: all.")
+              help="Judge only these systems (e.g. robust-conv2,baseline); default: "
+                   "robust-conv3-adaptive, baseline and attractor (--quick: all of its).")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="CPU threads for torch (0: torch's default).")
 @seed_option

@@ -27,6 +27,9 @@ ROBUST_SYSTEMS = {"robust": "attractor-robust-pgd7", "robust-cor": "attractor-ro
                   "robust-conv3": "attractor-robust-conv3",
                   "robust-conv3-adaptive": "attractor-robust-conv3-adaptive",
                   "robust-conv4": "attractor-robust-conv4"}
+# what a full run judges when no --systems is given: the issue's three networks, the robust
+# one being the best recipe measured (README); every other recipe stays one --systems away
+DEFAULT_SYSTEMS = ("robust-conv3-adaptive", "baseline", "attractor")
 QUICK_ROBUST_SYSTEMS = {"robust": "attractor-robust-quick",
                         "robust-conv": "attractor-robust-conv-quick"}
 OOD_SETS = ("fashion-mnist", "notmnist", "cifar10-bw", "omniglot-evaluation")
@@ -76,6 +79,13 @@ class RobustPlan:
         return replace(self, robust_presets={k: v for k, v in self.robust_presets.items()
                                              if k in systems},
                        paper_systems=tuple(s for s in self.paper_systems if s in systems))
+
+    def default_selection(self) -> tuple[str, ...] | None:
+        """The systems judged without ``--systems``: ``DEFAULT_SYSTEMS`` where the plan has
+        them all (the full plan), else every system (the quick and tiny plans)."""
+        if set(DEFAULT_SYSTEMS) <= set(self.systems):
+            return DEFAULT_SYSTEMS
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

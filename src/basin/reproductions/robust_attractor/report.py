@@ -133,8 +133,10 @@ def reproduce_robust_attractor(out_dir: str | os.PathLike[str], *, quick: bool =
                                systems: Sequence[str] | None = None
                                ) -> dict[str, Any]:
     """Train or reuse every system's network, evaluate, write the report; return the
-    summary (one line per target, every robust system)."""
-    plan = (plan or RobustPlan.make(quick, seed)).only(systems)
+    summary (one line per target, every robust system). ``systems`` None: the plan's
+    default selection (the full plan: the best recipe and the paper's two networks)."""
+    plan = plan or RobustPlan.make(quick, seed)
+    plan = plan.only(systems if systems is not None else plan.default_selection())
     start = time.perf_counter()
     results = measure(out_dir, plan, mirror=mirror, device=device, reuse=reuse,
                       robust_runs=robust_runs)
