@@ -4,12 +4,12 @@ far-OOD and natural-image columns at a fraction of its cost.
 ``basin reproduce feature-recon-paper`` also fits the pixel autoencoder, tunes ODIN and
 scores both (input gradients or a second network for every image), builds the anomaly sets
 and trains a 6-class backbone. What needs only the backbone's penultimate features is cheap:
-MSP, Energy, Mahalanobis, KNN, Zhou's detector (default reading) and its combination with
-MSP. This module runs exactly those with the reproduction's own code and plan
-(:func:`.zhou_fit.fit_zhou`, :func:`.run.score_set`, :func:`.tables.metric_records`, thresholds at
-95% validation acceptance), so each number equals the full run's for the same backbone,
-plan and seed (tested against the tiny run), and adds Zhou's term-by-term table
-(:mod:`.zhou_terms`) from the same features.
+MSP, Energy, Mahalanobis, KNN, Zhou's detector (default reading and the official code's)
+and each one's combination with MSP. This module runs exactly those with the reproduction's
+own code and plan (:func:`.zhou_fit.fit_zhou`, :func:`.run.score_set`,
+:func:`.tables.metric_records`, thresholds at 95% validation acceptance), so each number
+equals the full run's for the same backbone, plan and seed (tested against the tiny run), and
+adds both Zhou variants' term-by-term tables (:mod:`.zhou_terms`) from the same features.
 
 ``python -m basin.reproductions.feature_recon.feature_only --backbone DIR --out DIR --seed 0``
 writes ``results.json`` and ``report.md`` into ``--out`` and prints the tables.
@@ -45,7 +45,9 @@ from basin.reproductions.feature_recon.zhou_fit import fit_zhou
 from basin.reproductions.feature_recon.zhou_terms import POOLED, markdown, term_scores, term_table
 from basin.utils.io import atomic_write_json, atomic_write_text
 
-DETECTORS = ("msp", "energy", "mahalanobis", "knn", "zhou", "combined")
+DETECTORS = ("msp", "energy", "mahalanobis", "knn", "zhou", "combined", "zhou_faithful",
+             "combined_faithful")
+VARIANTS = ("zhou", "zhou_faithful")
 
 
 def run_feature_only(backbone_dir: str | Path, *, plan: str = "full", seed: int = 0,
@@ -66,37 +68,43 @@ def run_feature_only(backbone_dir: str | Path, *, plan: str = "full", seed: int 
     feats = {s: extract_features(model, data[s].images.to(device), BATCH)
              for s in ("train", "val", "test")}
     train = data["train"]
-    zhou, msp = fit_zhou("zhou", model, the_plan, data, feats), MSPDetector(model)
+    zhous = {v: fit_zhou(v, model, the_plan, data, feats) for v in VARIANTS}
+    msp = MSPDetector(model)
     run = BackboneRun("cifar10", folder, model, train.classes,
                       {"folder": str(folder), "sha256": file_sha256(folder / "model.safetensors")})
     run.detectors = {
         "msp": msp, "energy": EnergyDetector(model),
         "mahalanobis": MahalanobisDetector(model).fit_features(feats["train"], train.labels),
         "knn": KNNDetector(model, k=the_plan.knn_k).fit_features(feats["train"]),
-        "zhou": zhou, "combined": CombinedDetector(zhou, msp).fit_features(feats["val"])}
+        "zhou": zhous["zhou"],
+        "combined": CombinedDetector(zhous["zhou"], msp).fit_features(feats["val"]),
+        "zhou_faithful": zhous["zhou_faithful"],
+        "combined_faithful": CombinedDetector(zhous["zhou_faithful"], msp).fit_features(
+            feats["val"])}
     val_scores = score_set(run, data["val"].images, feats["val"])
     for name, det in run.detectors.items():
         det.threshold = threshold_for_acceptance(torch.from_numpy(val_scores[name]), ACCEPTANCE)
     run.scores["cifar10"] = ("id", score_set(run, data["test"].images, feats["test"]))
-    terms = {"id": term_scores(zhou, feats["test"])}
+    terms = {v: {"id": term_scores(z, feats["test"])} for v, z in zhous.items()}
     for kind, names in (("far-ood", far_ood_names(mirror)),
                         ("natural-ood", natural_ood_names(mirror))):
         for name in names:
             x = far_ood_set(name, mirror, seed=the_plan.seed, n=the_plan.ood_limit).to(device)
             f = extract_features(model, x, BATCH)
             run.scores[name] = (kind, score_set(run, x, f))
-            terms[name] = term_scores(zhou, f)
-    for name, s in list(terms.items()):
-        s["backbone msp"] = run.scores["cifar10" if name == "id" else name][1]["msp"]
+            for v, z in zhous.items():
+                terms[v][name] = term_scores(z, f)
     far = far_ood_names(mirror)
-    terms[POOLED] = {k: np.concatenate([terms[n][k] for n in far]) for k in terms["id"]}
+    for sets in terms.values():
+        for name, s in sets.items():
+            s["backbone msp"] = run.scores["cifar10" if name == "id" else name][1]["msp"]
+        sets[POOLED] = {k: np.concatenate([sets[n][k] for n in far]) for k in sets["id"]}
     with torch.no_grad():
         logits = model.logits_from_features(feats["test"]).cpu()
     run.info["test_accuracy"] = float((logits.argmax(1) == data["test"].labels).double().mean())
-    id_terms = terms.pop("id")
     return {"plan": asdict(the_plan), "seed": seed, "backbone": run.info,
             "metrics": metric_records({"cifar10": run}),
-            "zhou_terms": term_table(id_terms, terms),
+            "zhou_terms": {v: term_table(sets.pop("id"), sets) for v, sets in terms.items()},
             "wall_time_s": time.perf_counter() - start}
 
 
@@ -126,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = "\n\n".join([
         markdown(auroc_table(results), f"AUROC % (rows: detectors; test accuracy "
                                        f"{pct(results['backbone']['test_accuracy'])}%)"),
-        markdown(results["zhou_terms"], "Zhou (default) term by term (AUROC %, median "
-                                        "log-CDF drop ID -> OOD)")])
+        *(markdown(rows, f"{v} term by term (AUROC %, median log-CDF drop ID -> OOD)")
+          for v, rows in results["zhou_terms"].items())])
     atomic_write_text(out / "report.md", text + "\n")
     print(text)
     print(f"wall time {results['wall_time_s']:.0f} s")
