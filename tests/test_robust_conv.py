@@ -25,11 +25,11 @@ from basin.models.conv_attractor import ConvAttractorNet
 from basin.models.factory import build_attractor
 from basin.reproductions.robust_attractor.protocol import RobustPlan
 from basin.robustness.certify import certify, decoder_box, encoder_box, input_box
-from basin.training.data import TrainData, toy_split
 from basin.training.robust import as_images, pgd_linf, train_robust
 from basin.training.robust_config import ROBUST_PRESETS, RobustConfig
 from basin.training.run import load_run
 from basin.utils.io import CheckpointError
+from toy_attractor import toy_train_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -132,13 +132,8 @@ def test_robust_loss_on_conv_net_is_the_weighted_sum_of_its_terms() -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-def _toy() -> TrainData:
-    return TrainData(*toy_split("train", 784, 10, n=200), *toy_split("val", 784, 10),
-                     *toy_split("test", 784, 10))
-
-
 def test_conv_robust_run_trains_saves_and_loads(tmp_path: Path) -> None:
-    data = _toy()
+    data = toy_train_data(200)
     pool = OutlierPool(as_images(data.train_x), data.train_y)
     config = ROBUST_PRESETS["attractor-robust-conv"].replace(
         dataset="toy", channels=(4, 8), code=32, epochs=2, ramp_epochs=1, epsilon=0.1,

@@ -17,7 +17,6 @@ from basin.reproductions.robust_attractor.protocol import (
     RobustPlan,
 )
 from basin.training.acceptance import AcceptanceThreshold
-from basin.training.data import TrainData, toy_split
 from basin.training.robust import (
     _id_step_sizes,
     acceptance_tracker,
@@ -29,6 +28,7 @@ from basin.training.robust import (
 from basin.training.robust_config import ROBUST_PRESETS, RobustConfig
 from basin.training.run import load_run
 from basin.utils.io import read_json
+from toy_attractor import toy_train_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -88,13 +88,8 @@ def test_loss_and_attack_use_the_given_threshold() -> None:
     assert torch.allclose(low, torch.log1p(-p_y), atol=1e-4)
 
 
-def _toy() -> TrainData:
-    return TrainData(*toy_split("train", 784, 10, n=200), *toy_split("val", 784, 10),
-                     *toy_split("test", 784, 10))
-
-
 def test_adaptive_run_records_and_resumes_its_threshold(tmp_path: Path) -> None:
-    data = _toy()
+    data = toy_train_data(200)
     pool = OutlierPool(as_images(data.train_x), data.train_y)
     config = ROBUST_PRESETS["attractor-robust-conv"].replace(
         dataset="toy", channels=(4, 8), code=32, epochs=2, ramp_epochs=1, epsilon=0.1,

@@ -9,18 +9,13 @@ import torch
 
 from basin.data.outliers import OutlierPool
 from basin.losses.robust import RobustWeights, id_attack_loss, robust_loss, similarity
-from basin.training.data import TrainData, toy_split
 from basin.training.robust import as_images, epsilon_at, lr_at, pgd_linf, train_robust
 from basin.training.robust_config import ROBUST_PRESETS, RobustConfig
 from basin.training.run import RunExistsError, load_run
+from toy_attractor import toy_train_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = (784, 64, 32, 64, 784)
-
-
-def _data(n: int = 300) -> TrainData:
-    return TrainData(*toy_split("train", 784, 10, n=n), *toy_split("val", 784, 10),
-                     *toy_split("test", 784, 10))
 
 
 def _pgd_accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
@@ -34,7 +29,7 @@ def _pgd_accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
 
 @pytest.mark.slow
 def test_adversarial_training_beats_plain_training_under_pgd(tmp_path: Path) -> None:
-    data = _data(600)
+    data = toy_train_data(600)
     pool = OutlierPool(as_images(data.train_x), data.train_y)
     base = RobustConfig(dataset="toy", widths=SMALL, epochs=6, ramp_epochs=2, epsilon=0.2,
                         batch_size=64, monitor_n=50)
@@ -50,7 +45,7 @@ def test_adversarial_training_beats_plain_training_under_pgd(tmp_path: Path) -> 
 
 
 def test_resume_continues_and_refuses_to_overwrite(tmp_path: Path) -> None:
-    data = _data()
+    data = toy_train_data()
     config = RobustConfig(dataset="toy", widths=SMALL, epochs=2, ramp_epochs=1,
                           batch_size=100, monitor_n=20)
     full = train_robust(config, data, None, tmp_path / "a", log=None)

@@ -9,6 +9,14 @@ import torch
 from basin.data import ImageDataset
 from basin.detectors import PearsonDetector
 from basin.models import AttractorNet
+from basin.training.data import TrainData, toy_split
+
+
+def toy_train_data(n: int = 300) -> TrainData:
+    """The built-in 784-pixel toy problem as train (``n`` points) / val / test splits, for
+    the robust-training tests."""
+    return TrainData(*toy_split("train", 784, 10, n=n), *toy_split("val", 784, 10),
+                     *toy_split("test", 784, 10))
 
 
 def images(name: str, x: torch.Tensor, y: torch.Tensor) -> ImageDataset:
