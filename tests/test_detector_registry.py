@@ -141,7 +141,10 @@ def test_calibrate_gives_requested_acceptance_and_predict_matches(
     x_val = problem["x_val"]
     for acceptance in (0.8, 0.95):
         threshold = fitted.calibrate(x_val, acceptance, batch_size=17)
-        accepted = (fitted.score(x_val).detach() >= threshold).double().mean().item()
+        # scored in the calibration's batches: the threshold *is* one input's score, and
+        # another batching may round that input's score to the other side of it (seen for
+        # the combined detector); batch independence is checked to tolerance below
+        accepted = (fitted.score_batches(x_val, 17) >= threshold).double().mean().item()
         assert acceptance <= accepted < acceptance + 2 / len(x_val)
     x = torch.cat([problem["x_test"], problem["ood"]])
     scores = fitted.score_batches(x, batch_size=25)
