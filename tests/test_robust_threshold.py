@@ -150,9 +150,8 @@ def test_full_plan_judges_the_best_recipe_and_the_paper_networks_by_default() ->
     full = RobustPlan.make(quick=False)
     assert full.default_selection() == DEFAULT_SYSTEMS
     chosen = full.only(full.default_selection())
-    assert chosen.systems == ("robust-conv3-adaptive", "baseline", "attractor")
-    assert chosen.robust_presets == {
-        "robust-conv3-adaptive": "attractor-robust-conv3-adaptive"}
+    assert chosen.systems == ("robust-conv4", "baseline", "attractor")
+    assert chosen.robust_presets == {"robust-conv4": "attractor-robust-conv4"}
     # every recipe is a registered system and a preset; quick plans keep all of theirs
     assert set(ROBUST_SYSTEMS.values()) <= set(ROBUST_PRESETS)
     quick = RobustPlan.make(quick=True)

@@ -141,7 +141,7 @@ def plan_changes(label_smoothing: float | None, no_attacks: bool, no_near_ood: b
                    "repeatable.")
 @click.option("--systems", default=None, metavar="A,B",
               help="Judge only these systems (e.g. robust-conv2,baseline); default: "
-                   "robust-conv3-adaptive, baseline and attractor (--quick: all of its).")
+                   "robust-conv4, baseline and attractor (--quick: all of its).")
 @click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
               help="CPU threads for torch (0: torch's default).")
 @seed_option

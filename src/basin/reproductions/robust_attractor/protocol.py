@@ -29,7 +29,7 @@ ROBUST_SYSTEMS = {"robust": "attractor-robust-pgd7", "robust-cor": "attractor-ro
                   "robust-conv4": "attractor-robust-conv4"}
 # what a full run judges when no --systems is given: the issue's three networks, the robust
 # one being the best recipe measured (README); every other recipe stays one --systems away
-DEFAULT_SYSTEMS = ("robust-conv3-adaptive", "baseline", "attractor")
+DEFAULT_SYSTEMS = ("robust-conv4", "baseline", "attractor")
 QUICK_ROBUST_SYSTEMS = {"robust": "attractor-robust-quick",
                         "robust-conv": "attractor-robust-conv-quick"}
 OOD_SETS = ("fashion-mnist", "notmnist", "cifar10-bw", "omniglot-evaluation")
