@@ -31,12 +31,10 @@ from typing import Any
 
 import torch
 
-from basin.detectors.base import threshold_for_acceptance
 from basin.metrics.ood import auroc
 from basin.reproductions.robust_attractor.protocol import RobustPlan
-from basin.reproductions.robust_attractor.run import load_sets
+from basin.reproductions.robust_attractor.run import calibrate, load_sets
 from basin.reproductions.robust_attractor.suite import (
-    System,
     attack_id,
     attack_ood,
     id_worst_case,
@@ -64,8 +62,7 @@ def judge(run: Path, sets: dict[str, Any], plan: RobustPlan, eps: float,
     net = load_run(run).net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    _, val_scores = System("probe", net, 0.0).answer(sets["val_x"])
-    system = System(run.name, net, threshold_for_acceptance(val_scores, 0.95))
+    system = calibrate(net, run.name, sets["val_x"], score_steps=1)
     x, y = sets["x"], sets["y"]
     pred, clean_scores = system.answer(x)
     worst = id_worst_case(attack_id(system, x, y, eps, plan, seed=plan.seed), y,

@@ -128,10 +128,10 @@ def test_monitor_joint_silent_rate_bounds() -> None:
 
 def test_clean_start_inputs_take_their_own_step_size() -> None:
     config = ROBUST_PRESETS["attractor-robust-conv4"]
-    sizes = _id_step_sizes(config, 0.3, 8)
+    sizes = _id_step_sizes(config, 0.3, 8, 4)
     assert isinstance(sizes, torch.Tensor)
     assert sizes.flatten().tolist() == pytest.approx([0.03] * 4 + [0.06] * 4)
-    assert _id_step_sizes(config.replace(clean_step_factor=None), 0.3, 8) == pytest.approx(0.06)
+    assert _id_step_sizes(config.replace(clean_step_factor=None), 0.3, 8, 4) == pytest.approx(0.06)
     with pytest.raises(ValueError, match="clean_step_factor"):
         config.replace(clean_step_factor=0.0)
     # PGD with per-input steps: the clean-start rows move at most steps x their step

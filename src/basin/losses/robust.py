@@ -164,7 +164,7 @@ class RobustTerms:
 
     total: Tensor
     terms: dict[str, Tensor]
-    clean_scores: Tensor | None = None
+    clean_scores: Tensor
 
     def as_floats(self) -> dict[str, float]:
         return {"total": float(self.total.detach()),

@@ -35,7 +35,6 @@ from torch import Tensor
 
 from basin.data.outliers import OutlierPool
 from basin.detectors.base import threshold_for_acceptance
-from basin.detectors.pearson import pearson_correlation
 from basin.losses.robust import (
     id_attack_loss,
     outlier_attack_loss,
@@ -147,11 +146,12 @@ def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: Rob
         idx = order[step * config.batch_size:(step + 1) * config.batch_size]
         x, y = x_all[idx], y_all[idx]
         eps = epsilon_at(config, epoch, step, steps)
-        size = _id_step_sizes(config, eps, len(idx))
+        n_clean = round(config.clean_start_fraction * len(idx))
+        size = _id_step_sizes(config, eps, len(idx), n_clean)
         at = tracker.target() if tracker is not None else None
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             x_adv = pgd_linf(_id_loss(net, y, config, at), x, eps, config.id_steps, size, gen,
-                             clean_start=round(config.clean_start_fraction * len(idx)))
+                             clean_start=n_clean)
             o_adv = None
             if n_out and pool is not None:   # n_out is 0 without a pool
                 o, _ = pool.sample(max(1, round(n_out * len(idx) / config.batch_size)), gen)
@@ -161,7 +161,7 @@ def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: Rob
                     o, eps, config.outlier_steps, o_size, gen)
             terms = robust_loss(net, x, x_adv, y, o_adv, config.weights, generator=gen,
                                 threshold=at)
-        if tracker is not None and terms.clean_scores is not None:
+        if tracker is not None:
             tracker.update(terms.clean_scores)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -175,15 +175,17 @@ def train_epoch(net: AnyAttractor, optimizer: torch.optim.Optimizer, config: Rob
     return out
 
 
-def _id_step_sizes(config: RobustConfig, eps: float, n: int) -> float | Tensor:
-    """The digits' PGD step: ``step_factor * eps / id_steps``, and for the inputs that start
-    at the clean digit ``clean_step_factor * eps / id_steps`` when that is set (a walk from
-    the accepted input in small steps finds failures that coarse steps jump over)."""
+def _id_step_sizes(config: RobustConfig, eps: float, n: int, n_clean: int
+                   ) -> float | Tensor:
+    """The digits' PGD step: ``step_factor * eps / id_steps``, and for the first ``n_clean``
+    of the ``n`` inputs (those that start at the clean digit) ``clean_step_factor * eps /
+    id_steps`` when that is set (a walk from the accepted input in small steps finds failures
+    that coarse steps jump over)."""
     size = config.step_factor * eps / max(1, config.id_steps)
     if config.clean_step_factor is None:
         return size
     sizes = torch.full((n, 1, 1, 1), size)
-    sizes[:round(config.clean_start_fraction * n)] = (
+    sizes[:n_clean] = (
         config.clean_step_factor * eps / max(1, config.id_steps))
     return sizes
 
@@ -235,10 +237,8 @@ def joint_silent_rate(net: AnyAttractor, x: Tensor, y: Tensor, eps: float, thres
         return ce - 10.0 * torch.relu(threshold - similarity(net, t, score_steps))
 
     def silent(t: Tensor) -> Tensor:
-        h = t
-        for _ in range(score_steps):
-            h = net.reconstruct(h)
-        return silent_log_prob(net.logits(t), pearson_correlation(t, h), y, threshold, 0.05)
+        return silent_log_prob(net.logits(t), similarity(net, t, score_steps), y, threshold,
+                               0.05)
 
     failed = torch.zeros(len(x), dtype=torch.bool)
     for x_adv in (pgd_linf(penalised, x, eps, 10, 2.5 * eps / 10, gen),
