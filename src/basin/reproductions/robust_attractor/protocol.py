@@ -20,8 +20,9 @@ from typing import Any
 PAPER_SYSTEMS = ("baseline", "attractor")
 # system name -> the robust training preset that makes its network (issue 13): the MLP with
 # the first objective, the MLP with the correct-or-reject objective, the convolutional variant
-# with it, the second convolutional run (training attacks from the clean input too) and the
-# third (stronger training attack, more epochs)
+# with it, the second convolutional run (training attacks from the clean input too), the
+# third (stronger training attack, more epochs), the third with the adaptive acceptance
+# threshold, and the fourth (the third with small steps from the clean input)
 ROBUST_SYSTEMS = {"robust": "attractor-robust-pgd7", "robust-cor": "attractor-robust-cor",
                   "robust-conv": "attractor-robust-conv", "robust-conv2": "attractor-robust-conv2",
                   "robust-conv3": "attractor-robust-conv3",
