@@ -35,6 +35,7 @@ from basin.reproductions.attractor_ablation.tables import (
 from basin.robustness.evaluation import EvaluationSettings, evaluate_run
 from basin.robustness.records import Record
 from basin.training import PRESETS, TrainConfig, TrainData, evaluate, toy_split, train
+from basin.training.trainer import build_model
 
 
 def _batch(seed: int = 0) -> tuple[AttractorNet, torch.Tensor, torch.Tensor]:
@@ -75,6 +76,29 @@ def test_mse_reduction_is_checked_and_defaults_to_mean() -> None:
 
 
 # -- the grid and its numbers (no data) ------------------------------------------------------
+
+def test_glorot_init_is_keras_dense_default_and_recorded() -> None:
+    config = PRESETS["paper-attractor"].replace(init="glorot", seed=3)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig.from_dict({}).init == "torch"   # configs stored before the field
+    with pytest.raises(ValueError, match="init"):
+        TrainConfig(init="orthogonal")
+    net, heads = build_model(config)
+    torch_net, _ = build_model(config.replace(init="torch"))
+    again, _ = build_model(config)
+    net.requires_grad_(False)
+    heads.requires_grad_(False)
+    layers = [m for m in [*net.modules(), *heads.modules()] if isinstance(m, torch.nn.Linear)]
+    assert layers and all(float(m.bias.abs().max()) == 0.0 for m in layers)
+    for m in layers:   # Glorot-uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out))
+        fan_out, fan_in = m.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert float(m.weight.abs().max()) <= bound
+        assert float(m.weight.var()) == pytest.approx(bound ** 2 / 3, rel=0.1)
+    assert torch.equal(net.encoder[0].weight, again.encoder[0].weight)      # seeded
+    assert not torch.equal(net.encoder[0].weight, torch_net.encoder[0].weight)
+    assert float(torch_net.encoder[0].bias.detach().abs().max()) > 0
+
 
 def test_cli_reading_names_agree_with_the_protocol() -> None:
     assert READINGS == READING_NAMES

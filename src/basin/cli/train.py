@@ -15,6 +15,7 @@ import click
 import torch
 
 from basin.cli.options import device_option, mirror_option, seed_option
+from basin.models.init import INITS
 from basin.training.config import DATASETS, JACOBIAN_METHODS, PRESETS, TrainConfig, preset
 from basin.training.robust_config import ROBUST_PRESETS
 from basin.training.run import RunPaths, read_run_config, run_status
@@ -56,7 +57,8 @@ def _overrides(ctx: click.Context, options: dict[str, Any]) -> dict[str, Any]:
     """The TrainConfig fields set explicitly on the command line."""
     changes: dict[str, Any] = {}
     for field in ("dataset", "n_classes", "output_activation", "jacobian", "projections",
-                  "batch_size", "max_epochs", "patience", "eval_batch_size", "pretrain"):
+                  "batch_size", "max_epochs", "patience", "eval_batch_size", "pretrain",
+                  "init"):
         if options[field] is not None:
             changes[field] = options[field]
     source = ctx.get_parameter_source("seed")
@@ -169,6 +171,8 @@ def _robust(preset_name: str | None, out: str, resume: bool, changes: dict[str, 
 @click.option("--max-epochs", type=int, default=None, help="Epoch limit per stage.")
 @click.option("--patience", type=int, default=None, help="Early-stopping patience (epochs).")
 @click.option("--pretrain/--no-pretrain", default=None, help="Layer-wise pretraining or not.")
+@click.option("--init", type=click.Choice(INITS), default=None,
+              help="Weight initialisation: torch (PyTorch's default) or glorot (Keras's).")
 @click.option("--eval-batch-size", type=int, default=None, help="Batch size of evaluation.")
 @threads_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from basin.models.attractor import OUTPUT_ACTIVATIONS
+from basin.models.init import INITS
 
 # Kept in step with basin.losses.JACOBIAN_METHODS; repeated so that a config can be checked
 # without importing the losses.
@@ -40,6 +41,8 @@ class TrainConfig:
     network from its random initialisation. ``mse_reduction`` "mean" averages the squared
     errors over a sample's features (the default), "sum" adds them: the paper does not say
     which, and "sum" weighs reconstruction 784x more against the eigen and CE terms.
+    ``init`` is the weight initialisation (``basin.models.init.INITS``): PyTorch's default
+    or Keras's Glorot-uniform with zero biases; the paper does not say.
     """
 
     dataset: str = "mnist"
@@ -57,6 +60,7 @@ class TrainConfig:
     max_epochs: int = 100
     patience: int = 8
     pretrain: bool = True
+    init: str = "torch"
     seed: int = 0
     eval_batch_size: int = 2048
     preset: str | None = field(default=None, compare=False)
@@ -96,6 +100,8 @@ class TrainConfig:
         if self.mse_reduction not in MSE_REDUCTIONS:
             raise ValueError(f"mse_reduction: unknown {self.mse_reduction!r}; choose from "
                              f"{MSE_REDUCTIONS}")
+        if self.init not in INITS:
+            raise ValueError(f"init: unknown {self.init!r}; choose from {INITS}")
         if self.jacobian not in JACOBIAN_METHODS:
             raise ValueError(f"jacobian: unknown {self.jacobian!r}; choose from "
                              f"{JACOBIAN_METHODS}")

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from basin.losses import LossWeights
 from basin.models.attractor import AttractorNet
+from basin.models.init import initialise
 from basin.training.checkpoint import (
     Progress,
     load_checkpoint,
@@ -98,6 +99,8 @@ def build_model(config: TrainConfig) -> tuple[AttractorNet, nn.ModuleList]:
         torch.manual_seed(config.seed)
         net = AttractorNet(config.widths, config.n_classes, config.output_activation)
         heads = make_stage_heads(net)
+        initialise(net, config.init)
+        initialise(heads, config.init)
     return net, heads
 
 

@@ -8,8 +8,9 @@ with cross-entropy at 20/255 on ID and OOD inputs, Fashion-MNIST and CIFAR-10-bw
 number of iterations ``n`` of G before the Pearson score (an evaluation-only axis: one
 training, several measurements).
 
-The full factorial (3 activations x 2 schedules x 2 reductions x eigen scales x seeds) is far
-beyond a 2-core CPU, so the grid is fractional: one factor at a time around the literal
+The full factorial (3 activations x 2 schedules x 2 reductions x eigen scales x 2
+initialisations x seeds) is far beyond a 2-core CPU, so the grid is fractional: one factor
+at a time around the literal
 reading, one factor at a time around the best reading the issue reported (sigmoid output,
 joint training), and the baseline only at its literal reading (Table 1). ``READINGS`` is in
 priority order; a plan runs a prefix or a named selection of it.
@@ -100,6 +101,13 @@ READINGS: tuple[Reading, ...] = (
             "sigmoid-joint"),
     Reading("clamp", "attractor", {"output_activation": "clamp"},
             "clamp output with the paper's layer-wise pretraining", "literal"),
+    Reading("glorot", "attractor", {"init": "glorot"},
+            "the paper gives no initialisation; Keras's Dense default (Glorot-uniform, zero "
+            "biases) instead of PyTorch's", "literal"),
+    Reading("sigmoid-joint-sum-glorot", "attractor",
+            {"output_activation": "sigmoid", "pretrain": False, "mse_reduction": "sum",
+             "init": "glorot"},
+            "the best reading (sigmoid-joint-sum) with Keras's initialisation", "sigmoid-joint"),
 )
 READING_NAMES = tuple(r.name for r in READINGS)
 STEPS = (1, 2, 5)          # n of G^n(x) before the Pearson score (Eq. 6)
