@@ -38,15 +38,21 @@ from basin.detectors import (
 )
 from basin.models.cifar import load_backbone
 from basin.models.feature_classifier import check_feature_classifier, extract_features
-from basin.reproductions.feature_recon.protocol import ACCEPTANCE, BATCH, BackboneRun, Plan
+from basin.reproductions.feature_recon.protocol import (
+    ACCEPTANCE,
+    BATCH,
+    MAHALANOBIS_VARIANTS,
+    BackboneRun,
+    Plan,
+)
 from basin.reproductions.feature_recon.run import file_sha256, score_set
 from basin.reproductions.feature_recon.tables import metric_records, pct
 from basin.reproductions.feature_recon.zhou_fit import fit_zhou
 from basin.reproductions.feature_recon.zhou_terms import POOLED, markdown, term_scores, term_table
 from basin.utils.io import atomic_write_json, atomic_write_text
 
-DETECTORS = ("msp", "energy", "mahalanobis", "knn", "zhou", "combined", "zhou_faithful",
-             "combined_faithful")
+DETECTORS = ("msp", "energy", "mahalanobis", "mahalanobis_pp", "mahalanobis_rel", "knn", "zhou",
+             "combined", "zhou_faithful", "combined_faithful")
 VARIANTS = ("zhou", "zhou_faithful")
 
 
@@ -74,7 +80,8 @@ def run_feature_only(backbone_dir: str | Path, *, plan: str = "full", seed: int 
                       {"folder": str(folder), "sha256": file_sha256(folder / "model.safetensors")})
     run.detectors = {
         "msp": msp, "energy": EnergyDetector(model),
-        "mahalanobis": MahalanobisDetector(model).fit_features(feats["train"], train.labels),
+        **{name: MahalanobisDetector(model, **options).fit_features(feats["train"], train.labels)
+           for name, options in MAHALANOBIS_VARIANTS.items()},
         "knn": KNNDetector(model, k=the_plan.knn_k).fit_features(feats["train"]),
         "zhou": zhous["zhou"],
         "combined": CombinedDetector(zhous["zhou"], msp).fit_features(feats["val"]),

@@ -21,8 +21,11 @@ from basin.robustness.detector_level import DetectorRobustness
 CORRUPTIONS = ("gaussian-noise", "salt-and-pepper", "brightness", "contrast", "pixel-dropout")
 SEVERITY = 3
 FGSM_EPS = 8 / 255
-DETECTORS = ("msp", "odin", "energy", "mahalanobis", "knn", "pixel_autoencoder", "zhou",
-             "combined", "zhou_faithful", "combined_faithful")
+DETECTORS = ("msp", "odin", "energy", "mahalanobis", "mahalanobis_pp", "mahalanobis_rel",
+             "knn", "pixel_autoencoder", "zhou", "combined", "zhou_faithful", "combined_faithful")
+# Mahalanobis and its two published repairs (basin.detectors.mahalanobis): constructor options
+MAHALANOBIS_VARIANTS = {"mahalanobis": {}, "mahalanobis_pp": {"normalize": True},
+                        "mahalanobis_rel": {"relative": True}}
 # ODIN's Tiny-ImageNet (resize): the paper's Table 1 OOD set, with LSUN (resize) beside it
 TINY_RESIZE, LSUN_RESIZE = NATURAL_OOD
 ROBUST_FAR = "fashion-mnist"
@@ -37,7 +40,10 @@ PAPER_TABLE1 = {"pixel_autoencoder": ("Simple Autoencoder", 15.89, 70.84),
                 "zhou": ("Zhou's Method", 99.93, 85.05),
                 "combined": ("Combined Method", 99.90, 95.94)}
 OTHER_NAMES = {"msp": "MSP (Hendrycks & Gimpel)", "odin": "ODIN", "energy": "Energy",
-               "mahalanobis": "Mahalanobis", "knn": "KNN (Sun et al., k=50)",
+               "mahalanobis": "Mahalanobis",
+               "mahalanobis_pp": "Mahalanobis++ (normalised features)",
+               "mahalanobis_rel": "Relative Mahalanobis (Ren et al.)",
+               "knn": "KNN (Sun et al., k=50)",
                "zhou_faithful": "Zhou, official code's variant",
                "combined_faithful": "Combined (official-code Zhou x MSP)"}
 ATOM_REFERENCE = ("Published reference for the shape of this table: MSP on CIFAR-10 drops "

@@ -82,6 +82,7 @@ from basin.reproductions.feature_recon.protocol import (
     BATCH,
     CORRUPTIONS,
     FGSM_EPS,
+    MAHALANOBIS_VARIANTS,
     ROBUST_FAR,
     SEVERITY,
     BackboneRun,
@@ -156,7 +157,8 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
     """Fit (or load from the cache folder) every detector; set thresholds on validation."""
     model, cache = run.model, run.folder
     # the attack settings do not change what is fitted, so they stay out of the cache key
-    key = {"backbone_sha256": run.info["sha256"],
+    # the detector list too: a cache without a newer detector's file is refitted, not read
+    key = {"backbone_sha256": run.info["sha256"], "fitted": list(MAHALANOBIS_VARIANTS),
            "plan": {k: v for k, v in asdict(plan).items() if k not in ATTACK_FIELDS}}
     cached = (cache / "key.json").is_file() and read_json(cache / "key.json") == \
         _jsonable(key)
@@ -168,7 +170,7 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
     assert isinstance(zhou, ZhouDetector) and isinstance(faithful, ZhouFaithfulDetector)
     run.detectors = {
         "msp": msp, "odin": fitted["odin"], "energy": EnergyDetector(model),
-        "mahalanobis": fitted["mahalanobis"], "knn": fitted["knn"],
+        **{name: fitted[name] for name in MAHALANOBIS_VARIANTS}, "knn": fitted["knn"],
         "pixel_autoencoder": fitted["pixel_autoencoder"], "zhou": zhou,
         "combined": CombinedDetector(zhou, msp).fit_features(feats["val"]),
         "zhou_faithful": faithful,
@@ -181,7 +183,8 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
 def _load_detectors(run: BackboneRun, plan: Plan) -> dict[str, Detector]:
     model, cache = run.model, run.folder
     run.odin_tuning = read_json(cache / "odin.json")
-    return {"mahalanobis": MahalanobisDetector(model).load(cache / "mahalanobis.safetensors"),
+    return {**{name: MahalanobisDetector(model, **options).load(cache / f"{name}.safetensors")
+               for name, options in MAHALANOBIS_VARIANTS.items()},
             "knn": KNNDetector(model, k=plan.knn_k).load(cache / "knn.safetensors"),
             "pixel_autoencoder": PixelAutoencoderDetector.load(cache / "pixel_autoencoder"),
             "zhou": ZhouDetector.load(cache / "zhou", model),
@@ -198,7 +201,8 @@ def _fit_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
     train, val = data["train"], data["val"]
     device = feats["train"].device
     out: dict[str, Detector] = {
-        "mahalanobis": MahalanobisDetector(model).fit_features(feats["train"], train.labels),
+        **{name: MahalanobisDetector(model, **options).fit_features(feats["train"], train.labels)
+           for name, options in MAHALANOBIS_VARIANTS.items()},
         "knn": KNNDetector(model, k=plan.knn_k).fit_features(feats["train"]),
         "pixel_autoencoder": PixelAutoencoderDetector(epochs=plan.ae_epochs,
                                                       seed=plan.seed).fit(
