@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from basin.detectors import DetectorError, PearsonDetector, pearson_correlation
-from basin.models.attractor import AttractorNet
+from basin.models.attractor import AttractorNet, check_images
 from basin.models.dynamics import iterate
 
 
@@ -164,3 +164,18 @@ def test_detector_rejects_bad_arguments():
     detector = PearsonDetector(Identity(), threshold=None)
     with pytest.raises(DetectorError, match="threshold"):
         detector.predict(torch.rand(2, 4))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_check_images_finds_any_non_finite_value_but_not_a_finite_overflow(bad):
+    x = torch.rand(3, 1, 4, 4)
+    x[1, 0, 2, 3] = bad
+    with pytest.raises(ValueError, match="xin: contains NaN or infinite"):
+        check_images(x, "xin", require_unit_range=False)
+    both = torch.zeros(2, 4)
+    both[0, 0], both[1, 1] = float("inf"), float("-inf")   # their sum is NaN, not inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        check_images(both, require_unit_range=False)
+    huge = torch.full((2, 8), 3e38)                          # finite, but the sum overflows
+    assert not torch.isfinite(huge.sum())
+    check_images(huge, require_unit_range=False)
