@@ -440,6 +440,16 @@ def test_feature_only_equals_the_full_run(tiny_run: tuple[Path, dict[str, Any]],
         ref = full[(r["detector"], r["set"])]
         for k in ("auroc", "fpr_at_95_tpr", "tnr", "threshold"):
             assert r[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12), (r["detector"], k)
+    # without Zhou's fits: the other detectors' records unchanged, and the feature norms
+    lite = one_thread(run_feature_only, given_backbone[0], plan="tiny", seed=0,
+                      mirror=tiny_mirror, zhou=False)
+    zhous = {"zhou", "combined", "zhou_faithful", "combined_faithful"}
+    assert {r["detector"] for r in lite["metrics"]} == set(FEATURE_ONLY) - zhous
+    same = {(r["detector"], r["set"]): r["auroc"] for r in lean["metrics"]}
+    assert all(r["auroc"] == same[(r["detector"], r["set"])] for r in lite["metrics"])
+    assert lite["zhou_terms"] == {} and lite["feature_norms"] == lean["feature_norms"]
+    assert set(lite["feature_norms"]) == {"cifar10 test", *sets - {"far-ood (all)"}}
+    assert all(v > 0 for v in lite["feature_norms"].values())
     for variant in ("zhou", "zhou_faithful"):
         terms = {r["set"]: r for r in lean["zhou_terms"][variant]}
         assert set(terms) == sets
