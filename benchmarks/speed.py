@@ -13,7 +13,9 @@ alike (the ratios are the numbers to read; absolute times are upper bounds):
    same work: the step's matmul FLOPs (counted by ``torch.utils.flop_counter``) divided by a
    plain 1024^3 fp32 matmul's FLOP/s (timed in the same round-robin). Target: within 2x. The
    same for each pretraining stage, and the reference kernels (per-tensor Adam) beside the
-   fast ones.
+   fast ones. The step's own matrix products (shapes recorded by a dispatch mode) replayed
+   alone give the floor for these shapes: how far the hardware's small-K products are from
+   a large matmul's FLOP/s, and how much of the step is not matrix products.
 2. The ``projection`` (k = 1) attractor step over the plain (baseline) step, both full
    training steps. Target: <= 2.0x. Forward + backward alone, and the reference kernels (the
    code before), are printed too.
@@ -48,6 +50,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from basin.detectors.pearson import PearsonDetector
@@ -132,6 +135,41 @@ class StepBench:
         return int(counter.get_total_flops())
 
 
+_GEMMS = {"mm", "addmm", "bmm", "baddbmm"}
+
+
+class _GemmRecorder(TorchDispatchMode):
+    """Records the operand shapes of every matrix product a step dispatches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[tuple[int, ...]]]] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+                           ) -> Any:
+        name = func.overloadpacket.__name__
+        if name in _GEMMS:
+            self.calls.append((name, [tuple(a.shape) for a in args if isinstance(a, Tensor)]))
+        return func(*args, **(kwargs or {}))
+
+
+def gemm_replay(step: Callable[[], Any]) -> Callable[[], Any]:
+    """The matrix products of one ``step`` alone, same shapes and kinds, on fresh operands:
+    the floor for this step's work on these shapes (small-K products of batch 64 do not
+    reach a 1024^3 matmul's FLOP/s, whatever the code around them does)."""
+    recorder = _GemmRecorder()
+    with recorder:
+        step()
+    gen = torch.Generator().manual_seed(0)
+    calls = [(getattr(torch, name), [torch.randn(shape, generator=gen) for shape in shapes])
+             for name, shapes in recorder.calls]
+
+    def replay() -> None:
+        for func, operands in calls:
+            func(*operands)
+    return replay
+
+
 def matmul_step() -> Callable[[], Any]:
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=gen)
@@ -144,8 +182,14 @@ def section_step(repeats: int) -> dict[str, Any]:
     benches = {(idx, fused): StepBench("paper-baseline", idx, fused)
                for idx in range(4) for fused in (True, None, False)}
     # the matmul takes its turn in the same round-robin, so it meets the same load
+    gemms = {idx: gemm_replay(benches[idx, True].step) for idx in range(4)}
+    # the optimizer's update alone (after a step, the gradients are in place): its memory
+    # traffic (parameters, gradients and two moments) is the rest of the floor
+    updates = {idx: benches[idx, True].optimizer.step for idx in range(4)}
     times = interleaved({"matmul": matmul_step(),
-                         **{f"{k}": b.step for k, b in benches.items()}}, repeats)
+                         **{f"{k}": b.step for k, b in benches.items()},
+                         **{f"gemms {idx}": g for idx, g in gemms.items()},
+                         **{f"adam {idx}": u for idx, u in updates.items()}}, repeats)
     rate = 2 * MATMUL_SIZE ** 3 / times["matmul"]
     print(f"  plain {MATMUL_SIZE}^3 fp32 matmul: {rate / 1e9:.1f} GFLOP/s")
     out: dict[str, Any] = {"matmul_gflops": rate / 1e9, "stages": {}}
@@ -159,15 +203,33 @@ def section_step(repeats: int) -> dict[str, Any]:
         now = times.ratio(str((idx, True)), "matmul") * scale
         before = times.ratio(str((idx, False)), "matmul") * scale
         torch_adam = times.ratio(str((idx, None)), "matmul") * scale
+        # the step's own products replayed alone, against the big matmul and the step
+        gemm_floor = times.ratio(f"gemms {idx}", "matmul") * scale
+        step_over_gemms = times.ratio(str((idx, True)), f"gemms {idx}")
+        # floor of the work itself: the products plus the Adam update, each timed alone
+        work = [g + a for g, a in zip(times.samples[f"gemms {idx}"],
+                                      times.samples[f"adam {idx}"], strict=True)]
+        step_over_work = statistics.median(
+            s / w for s, w in zip(times.samples[str((idx, True))], work, strict=True))
         name = bench.stage.name
         print(f"  {name:<11} {flops / 1e6:6.1f} MFLOP  floor {floor * 1e3:5.2f} ms  "
               f"step {fused_t * 1e3:6.2f} ms (reference kernels {loop_t * 1e3:6.2f} ms)  "
               f"step/floor {verdict(now, 2.0)}; torch's fused Adam.step + checked loss "
               f"{torch_adam:.2f}x; reference kernels {before:.2f}x")
+        print(f"  {'':<11} its own matrix products alone {times[f'gemms {idx}'] * 1e3:6.2f} ms"
+              f" = {gemm_floor:.2f}x the floor (the shapes' hardware floor); step / its "
+              f"products {step_over_gemms:.2f}x; Adam update alone "
+              f"{times[f'adam {idx}'] * 1e3:5.2f} ms; step / (products + update) "
+              f"{step_over_work:.2f}x")
         out["stages"][name] = {"mflop": flops / 1e6, "floor_ms": floor * 1e3,
                                "step_ms": fused_t * 1e3, "reference_kernels_ms": loop_t * 1e3,
                                "step_over_floor": now, "reference_over_floor": before,
-                               "torch_adam_over_floor": torch_adam}
+                               "torch_adam_over_floor": torch_adam,
+                               "gemms_ms": times[f"gemms {idx}"] * 1e3,
+                               "gemms_over_floor": gemm_floor,
+                               "step_over_gemms": step_over_gemms,
+                               "adam_ms": times[f"adam {idx}"] * 1e3,
+                               "step_over_gemms_and_adam": step_over_work}
     return out
 
 
@@ -373,7 +435,14 @@ def main() -> None:
     parser.add_argument("--feature-recon", action="store_true", help="section (5)")
     parser.add_argument("--json", type=Path, default=None, help="write the numbers here")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--sections", default="step,projection,scoring",
+                        help="comma-separated subset of step,projection,scoring to run")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    if not sections <= {"step", "projection", "scoring"}:
+        parser.error(f"--sections: unknown {sorted(sections - {'step', 'projection', 'scoring'})}")
+    if args.reference_run is not None and "step" not in sections:
+        parser.error("--reference-run needs the step section")
     for name in ("threads", "repeats", "seeds", "epochs", "train_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -385,9 +454,12 @@ def main() -> None:
           f"fastest of {args.repeats} interleaved repeats, {args.clock} clock; load "
           f"{os.getloadavg()[0]:.1f}")
     results: dict[str, Any] = {"threads": args.threads, "load_start": os.getloadavg()[0]}
-    results["step"] = section_step(args.repeats)
-    results["projection"] = section_projection(args.repeats)
-    results["scoring"] = section_scoring(max(3, args.repeats // 3))
+    if "step" in sections:
+        results["step"] = section_step(args.repeats)
+    if "projection" in sections:
+        results["projection"] = section_projection(args.repeats)
+    if "scoring" in sections:
+        results["scoring"] = section_scoring(max(3, args.repeats // 3))
     if args.feature_recon:
         results["feature_recon"] = section_feature_recon(max(3, args.repeats // 6))
     if args.reference_run is not None:
