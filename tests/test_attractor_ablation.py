@@ -113,7 +113,8 @@ def test_plan_cells_give_costly_and_control_readings_one_seed() -> None:
     assert seeds["literal"] == [4, 5, 6] and seeds["sigmoid-joint"] == [4, 5, 6]
     assert seeds["baseline"] == [4] and seeds["literal-exact"] == [4]
     assert seeds["sigmoid-joint-exact"] == [4]
-    assert len(cells) == 3 * (len(READING_NAMES) - 3) + 3
+    assert seeds["sigmoid-joint-sum-glorot-exact"] == [4]
+    assert len(cells) == 3 * (len(READING_NAMES) - 4) + 4
     # the budget override applies, except where the reading undoes it
     assert plan.train_config("sigmoid-joint-sum", 5).jacobian == "projection"
     exact = plan.train_config("literal-exact", 4)
@@ -248,6 +249,11 @@ def test_best_reading_preset_is_that_reading_with_the_exact_jacobian() -> None:
     assert (best.output_activation, best.pretrain, best.mse_reduction, best.train_size) == (
         "sigmoid", False, "sum", 1000)
     assert PRESETS["paper-attractor"].mse_reduction == "mean"  # the literal one is kept
+    glorot = PRESETS["paper-attractor-sigmoid-sum-glorot"]
+    assert glorot.differences(reading("sigmoid-joint-sum-glorot").config(0, BUDGET)) == {
+        "jacobian": ("exact-fast", "projection")}
+    assert glorot.differences(reading("sigmoid-joint-sum-glorot-exact").config(0, BUDGET)) == {}
+    assert glorot.differences(best) == {"init": ("glorot", "torch")}
 
 
 def test_best_reading_preset_trains_with_the_summed_reconstruction(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ from basin.cli.options import device_option, mirror_option, seed_option
 # import torch (tests/test_attractor_ablation.py checks the two agree)
 READINGS = ("literal", "literal-exact", "sigmoid-joint-exact", "baseline", "sigmoid-joint",
             "joint", "sigmoid-joint-sum", "sum", "clamp-joint", "sigmoid",
-            "sigmoid-joint-eigen10", "clamp", "glorot", "sigmoid-joint-sum-glorot")
+            "sigmoid-joint-eigen10", "clamp", "glorot", "sigmoid-joint-sum-glorot", "sum-glorot",
+            "sigmoid-sum-glorot", "joint-sum-glorot", "sigmoid-joint-glorot",
+            "sigmoid-joint-sum-glorot-exact")
 
 
 def _readings(text: str | None) -> tuple[str, ...] | None:
