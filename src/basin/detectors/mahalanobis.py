@@ -25,12 +25,12 @@ on which this fails, both off by default:
   ID data, and plain Mahalanobis ranks it as more in-distribution. MD_0 has the same shell,
   so the difference keeps only how much closer x is to a class than to the data as a whole.
 
-The pseudo-inverse keeps P finite when features are rank deficient (ReLU features often
-are); ``shrinkage`` > 0 regularises further. With ``epsilon`` > 0 the input is first moved
-like ODIN's preprocessing, one step of ``eps * sign(grad_x score)`` (Lee et al., eq. 4), the
-step treated as a constant for attacks (see :mod:`basin.detectors.odin`). basin uses the
-penultimate layer only; Lee et al.'s multi-layer ensemble with a logistic-regression combiner
-is not implemented.
+The pseudo-inverse keeps P finite
+when features are rank deficient (ReLU features often are); ``shrinkage`` > 0 regularises
+further. With ``epsilon`` > 0 the input is first moved like ODIN's preprocessing, one step of
+``eps * sign(grad_x score)`` (Lee et al., eq. 4), the step treated as a constant for attacks
+(see :mod:`basin.detectors.odin`). basin uses the penultimate layer only; Lee et al.'s
+multi-layer ensemble with a logistic-regression combiner is not implemented.
 
 Means and precision are stored as float64 tensors; scores are computed in float64 (distances
 of hundreds differ in the last digits) and returned in the features' dtype, differentiable.

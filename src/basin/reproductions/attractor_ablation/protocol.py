@@ -10,9 +10,9 @@ training, several measurements).
 
 The full factorial (3 activations x 2 schedules x 2 reductions x eigen scales x 2
 initialisations x seeds) is far beyond a 2-core CPU, so the grid is fractional: one factor
-at a time around the literal reading, one factor at a time around the best reading the issue
-reported (sigmoid output, joint training), and the baseline only at its literal reading
-(Table 1). ``READINGS`` is in
+at a time around the literal
+reading, one factor at a time around the best reading the issue reported (sigmoid output,
+joint training), and the baseline only at its literal reading (Table 1). ``READINGS`` is in
 priority order; a plan runs a prefix or a named selection of it.
 
 Imports nothing of :mod:`.run`, :mod:`.tables` or :mod:`.report`: data flows one way.

@@ -32,6 +32,7 @@ from basin.detectors import (
     CombinedDetector,
     EnergyDetector,
     KNNDetector,
+    MahalanobisDetector,
     MSPDetector,
     threshold_for_acceptance,
 )
@@ -40,14 +41,11 @@ from basin.models.feature_classifier import check_feature_classifier, extract_fe
 from basin.reproductions.feature_recon.protocol import (
     ACCEPTANCE,
     BATCH,
+    MAHALANOBIS_VARIANTS,
     BackboneRun,
     Plan,
 )
-from basin.reproductions.feature_recon.run import (
-    file_sha256,
-    fit_mahalanobis_variants,
-    score_set,
-)
+from basin.reproductions.feature_recon.run import file_sha256, score_set
 from basin.reproductions.feature_recon.tables import metric_records, pct
 from basin.reproductions.feature_recon.zhou_fit import fit_zhou
 from basin.reproductions.feature_recon.zhou_terms import POOLED, markdown, term_scores, term_table
@@ -84,7 +82,8 @@ def run_feature_only(backbone_dir: str | Path, *, plan: str = "full", seed: int 
                       {"folder": str(folder), "sha256": file_sha256(folder / "model.safetensors")})
     run.detectors = {
         "msp": msp, "energy": EnergyDetector(model),
-        **fit_mahalanobis_variants(model, feats["train"], train.labels),
+        **{name: MahalanobisDetector(model, **options).fit_features(feats["train"], train.labels)
+           for name, options in MAHALANOBIS_VARIANTS.items()},
         "knn": KNNDetector(model, k=the_plan.knn_k).fit_features(feats["train"])}
     for v, combined in (("zhou", "combined"), ("zhou_faithful", "combined_faithful")):
         if v in zhous:

@@ -180,12 +180,6 @@ def build_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
     run.zhou_fit["faithful_loss_history"] = (faithful.fit_record or {}).get("loss_history")
 
 
-def fit_mahalanobis_variants(model: Any, f: Tensor, y: Tensor) -> dict[str, Detector]:
-    """Mahalanobis and its two repairs, each fitted on training features ``f``, labels ``y``."""
-    return {name: MahalanobisDetector(model, **options).fit_features(f, y)
-            for name, options in MAHALANOBIS_VARIANTS.items()}
-
-
 def _load_detectors(run: BackboneRun, plan: Plan) -> dict[str, Detector]:
     model, cache = run.model, run.folder
     run.odin_tuning = read_json(cache / "odin.json")
@@ -207,7 +201,8 @@ def _fit_detectors(run: BackboneRun, plan: Plan, data: dict[str, ImageDataset],
     train, val = data["train"], data["val"]
     device = feats["train"].device
     out: dict[str, Detector] = {
-        **fit_mahalanobis_variants(model, feats["train"], train.labels),
+        **{name: MahalanobisDetector(model, **options).fit_features(feats["train"], train.labels)
+           for name, options in MAHALANOBIS_VARIANTS.items()},
         "knn": KNNDetector(model, k=plan.knn_k).fit_features(feats["train"]),
         "pixel_autoencoder": PixelAutoencoderDetector(epochs=plan.ae_epochs,
                                                       seed=plan.seed).fit(
