@@ -81,8 +81,21 @@ def test_variant_checkpoints_round_trip_and_refuse_the_other_kind(tmp_path: Path
     det.save(tmp_path / "m.safetensors")
     back = MahalanobisDetector(_identity(8), normalize=True, relative=True)
     torch.testing.assert_close(back.load(tmp_path / "m.safetensors").score(x), det.score(x))
-    with pytest.raises(CheckpointError, match="background_mean"):
+    with pytest.raises(CheckpointError, match="normalize=True"):
         MahalanobisDetector(_identity(8)).load(tmp_path / "m.safetensors")
     MahalanobisDetector(_identity(8)).fit(f, y).save(tmp_path / "plain.safetensors")
     with pytest.raises(CheckpointError, match="relative=True"):
         MahalanobisDetector(_identity(8), relative=True).load(tmp_path / "plain.safetensors")
+
+
+def test_normalize_flag_is_checked_on_load_both_ways(tmp_path: Path) -> None:
+    """Same tensor set, different feature map: loading across must fail, not score wrong."""
+    f, y, _, _ = _shell_data(d=8, n=100)
+    MahalanobisDetector(_identity(8), normalize=True).fit(f, y).save(tmp_path / "pp.safetensors")
+    MahalanobisDetector(_identity(8)).fit(f, y).save(tmp_path / "plain.safetensors")
+    with pytest.raises(CheckpointError, match=r"pp\.safetensors: fitted with normalize=True"):
+        MahalanobisDetector(_identity(8)).load(tmp_path / "pp.safetensors")
+    with pytest.raises(CheckpointError, match="fitted with normalize=False"):
+        MahalanobisDetector(_identity(8), normalize=True).load(tmp_path / "plain.safetensors")
+    back = MahalanobisDetector(_identity(8), normalize=True).load(tmp_path / "pp.safetensors")
+    assert back.score(f[:5]).shape == (5,)

@@ -51,7 +51,7 @@ from basin.models.feature_classifier import (
     check_feature_classifier,
     extract_features,
 )
-from basin.utils.io import CheckpointError, load_tensors, save_tensors
+from basin.utils.io import CheckpointError, read_tensors, save_tensors
 
 
 class MahalanobisDetector(Detector):
@@ -167,7 +167,14 @@ class MahalanobisDetector(Detector):
 
     def load(self, path: str | Path) -> Self:
         """Read what :meth:`save` wrote (the model itself is not part of the file)."""
-        tensors = load_tensors(path)
+        tensors, metadata = read_tensors(path)
+        # a Mahalanobis++ file read by a plain detector (or the reverse) would score silently
+        # wrong: the fitted Gaussians belong to one feature map
+        for flag in ("normalize", "relative"):
+            saved = metadata.get(flag) == "True"
+            if saved != getattr(self, flag):
+                raise CheckpointError(f"{path}: fitted with {flag}={saved}, but this detector "
+                                      f"has {flag}={getattr(self, flag)}")
         expected = {"means", "precision", "classes"}
         if self.relative:
             expected |= {"background_mean", "background_precision"}
